@@ -1,0 +1,51 @@
+"""nnlib: neural networks in plain NumPy that train fast, prove their own derivatives, and feel like Keras.
+
+>>> import nnlib as nn
+>>> model = nn.Sequential([nn.Dense(32, activation="relu"), nn.Dense(10)], seed=0)
+>>> model.compile(optimizer=nn.Adam(lr=1e-3), loss="softmax_cross_entropy", metrics=["accuracy"])
+"""
+
+from . import callbacks, data, functional, initializers, losses, metrics, optimizers
+from .callbacks import Callback, ConvergenceStop, History, ProgressLogger
+from .gradcheck import GradCheckResult, check_gradients, check_symbolic
+from .layers import Dense, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optimizers import SGD, Adam, Momentum, Optimizer
+from .parameter import Parameter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequential",
+    "Layer",
+    "Dense",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Linear",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "MSE",
+    "BinaryCrossEntropy",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Adam",
+    "Parameter",
+    "Callback",
+    "History",
+    "ConvergenceStop",
+    "ProgressLogger",
+    "GradCheckResult",
+    "check_gradients",
+    "check_symbolic",
+    "callbacks",
+    "data",
+    "functional",
+    "initializers",
+    "losses",
+    "metrics",
+    "optimizers",
+]

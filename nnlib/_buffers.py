@@ -1,0 +1,24 @@
+"""Reusable scratch arrays for hot paths (one dict per owner, keyed by name and shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_MAX_ENTRIES = 16  # batch sizes come and go (predict chunks, the last partial batch)
+
+
+def cached_buffer(cache: dict, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Return ``cache``'s array for ``(key, shape, dtype)``, allocating it on first use.
+
+    The caller owns the contents only until its next call with the same key and
+    shape; this is what lets a training step run without fresh allocations.
+    """
+    dtype = np.dtype(dtype)
+    buf = cache.get((key, shape, dtype))
+    if buf is None:
+        if len(cache) >= _MAX_ENTRIES:
+            cache.clear()
+        buf = cache[(key, shape, dtype)] = np.empty(shape, dtype=dtype)
+    return buf

@@ -1,0 +1,186 @@
+"""Input validation at the boundary, seeded shuffling and splitting, standardization.
+
+Everything random here takes an explicit seed and builds its own
+``numpy.random.Generator``; the global ``np.random`` state is never used.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_features",
+    "check_positive_int",
+    "epoch_rng",
+    "split_indices",
+    "train_test_split",
+    "Standardizer",
+]
+
+# Streams derived from a model seed: (seed, stream, ...) never collide across uses.
+INIT_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 0, 1, 2
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """Return ``value`` as an int if it is an integer > 0, else raise naming ``what``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a positive int, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be a positive int, got {value!r}") from None
+    if n <= 0:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return n
+
+
+def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features: int | None = None) -> np.ndarray:
+    """Validate a feature matrix and cast it once to ``dtype``.
+
+    Parameters
+    ----------
+    x : array-like of shape (N, D)
+    what : str
+        The argument's name, for error messages.
+    dtype : dtype
+        The model's dtype; ``x`` is cast (copied only if needed) and made contiguous.
+    n_features : int, optional
+        Expected D.
+
+    Returns
+    -------
+    ndarray of shape (N, D)
+
+    Raises
+    ------
+    TypeError
+        For non-numeric data.
+    ValueError
+        For a wrong number of dimensions, an empty array, NaN or inf, or a wrong D.
+    """
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"{what} could not be read as an array: {exc}") from None
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(f"{what} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        hint = "; for one feature use x.reshape(-1, 1)" if arr.ndim == 1 else ""
+        raise ValueError(f"{what} must be 2-D of shape (N, D), got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{what} is empty (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {n_features}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{what} contains {arr[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator that shuffles epoch ``epoch``: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, SHUFFLE_STREAM, epoch])
+
+
+def split_indices(n: int, fraction: float, seed: int, labels: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``range(n)`` into (kept, held-out) index arrays.
+
+    Parameters
+    ----------
+    n : int
+    fraction : float in (0, 1)
+        Share held out, rounded to whole samples (at least one on each side).
+    seed : int
+    labels : ndarray of shape (n,), optional
+        Integer class labels: when given, each class is split in the same
+        proportion (stratified), as scikit-learn's ``stratify=y``.
+
+    Returns
+    -------
+    kept, held_out : ndarray of int
+        Sorted indices.
+    """
+    if not isinstance(fraction, (int, float, np.floating)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ValueError(f"the split fraction must lie in (0, 1), got {fraction!r}")
+    if n < 2:
+        raise ValueError(f"cannot split {n} sample(s) into two non-empty parts")
+    rng = np.random.default_rng([seed, SPLIT_STREAM])
+    n_out = min(max(int(round(fraction * n)), 1), n - 1)
+    if labels is None:
+        held = rng.permutation(n)[:n_out]
+    else:
+        # Per class, hold out its share; largest remainders settle the rounding.
+        classes, inverse = np.unique(labels, return_inverse=True)
+        counts = np.bincount(inverse)
+        exact = counts * (n_out / n)
+        take = np.floor(exact).astype(int)
+        extra = n_out - take.sum()
+        order = np.argsort(-(exact - take), kind="stable")
+        take[order[:extra]] += 1
+        held = np.concatenate([
+            rng.permutation(np.flatnonzero(inverse == k))[:take[k]] for k in range(len(classes))
+        ])
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def train_test_split(x: np.ndarray, y: np.ndarray, test_size: float = 0.25, seed: int = 0,
+                     stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split arrays into train and test parts, reproducibly.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, ...)
+    y : ndarray of shape (N,) or (N, D)
+    test_size : float in (0, 1)
+    seed : int
+    stratify : bool, default True
+        Keep class proportions when ``y`` holds integer labels (N,).
+
+    Returns
+    -------
+    x_train, x_test, y_train, y_test : ndarray
+        In scikit-learn's order.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
+    labels = y if stratify and y.ndim == 1 and y.dtype.kind in "iu" else None
+    train, test = split_indices(len(x), test_size, seed, labels)
+    return x[train], x[test], y[train], y[test]
+
+
+class Standardizer:
+    """Scale features to zero mean and unit variance, fitted on training data only.
+
+    Constant features (zero variance) are centred and left unscaled.
+
+    Attributes
+    ----------
+    mean_, scale_ : ndarray of shape (D,)
+    """
+
+    def fit(self, x: np.ndarray) -> Standardizer:
+        """Learn ``mean_`` and ``scale_`` from ``x`` of shape (N, D)."""
+        x = check_features(x, "x", np.float64)
+        self.mean_ = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Return ``(x - mean_) / scale_`` in ``x``'s float dtype (float32 for ints)."""
+        if not hasattr(self, "mean_"):
+            raise RuntimeError("Standardizer is not fitted: call fit(x_train) first")
+        arr = np.asarray(x)
+        dtype = arr.dtype if arr.dtype.kind == "f" else np.float32
+        x = check_features(arr, "x", dtype, n_features=self.mean_.shape[0])
+        return ((x - self.mean_) / self.scale_).astype(dtype, copy=False)
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).transform(x)

@@ -1,0 +1,144 @@
+"""Pure array maths shared by layers, losses and metrics.
+
+Nothing here holds state or imports from nnlib. Every function takes and returns
+ndarrays, keeps the input dtype, and never mutates its inputs unless an ``out``
+array is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "relu",
+    "sigmoid",
+    "log_softmax",
+    "softmax",
+    "log_sigmoid",
+    "one_hot",
+]
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Rectified linear unit, ``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    out : ndarray of shape (N, D), optional
+        Where to write the result.
+
+    Returns
+    -------
+    ndarray of shape (N, D)
+    """
+    return np.maximum(x, 0, out=out)
+
+
+def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Logistic function ``1 / (1 + exp(-x))`` without overflow warnings.
+
+    Computed as ``(1 + tanh(x / 2)) / 2``, which is exact algebraically and never
+    evaluates ``exp`` of a large positive number.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    out : ndarray of shape (N, D), optional
+
+    Returns
+    -------
+    ndarray of shape (N, D)
+    """
+    out = np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
+
+
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``.
+
+    Parameters
+    ----------
+    x : ndarray of any shape
+
+    Returns
+    -------
+    ndarray of the same shape as ``x``
+    """
+    # -log(1 + exp(-x)) = min(x, 0) - log1p(exp(-|x|)): exp's argument is never positive.
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax via the log-sum-exp trick.
+
+    Parameters
+    ----------
+    z : ndarray of shape (N, C)
+        Logits.
+
+    Returns
+    -------
+    ndarray of shape (N, C)
+        ``z - logsumexp(z, axis=1)``; finite for any finite ``z``.
+    """
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so ``exp`` cannot overflow.
+
+    Parameters
+    ----------
+    z : ndarray of shape (N, C)
+    out : ndarray of shape (N, C), optional
+
+    Returns
+    -------
+    ndarray of shape (N, C)
+        Rows are non-negative and sum to one.
+    """
+    out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+def one_hot(labels: np.ndarray, num_classes: int, dtype: np.dtype | str = np.float32) -> np.ndarray:
+    """Encode integer class labels as one-hot rows.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,)
+        Integers in ``[0, num_classes)``.
+    num_classes : int
+        C, the width of the encoding.
+    dtype : dtype, default float32
+
+    Returns
+    -------
+    ndarray of shape (N, C)
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not 1-D integral or holds a value outside ``[0, C)``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise ValueError("labels must be integers, got fractional values")
+        labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]"
+        )
+    out = np.zeros((labels.shape[0], num_classes), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out

@@ -1,0 +1,453 @@
+"""Sequential: a stack of layers with Keras's compile / fit / evaluate / predict.
+
+The model drives its layers only through their public ``forward`` and ``backward``:
+the backward pass is the chain rule applied right to left, each layer multiplying
+the gradient from its right by its own local derivative.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import losses as losses_module
+from . import metrics as metrics_module
+from . import optimizers as optimizers_module
+from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
+from .data import INIT_STREAM, check_features, check_positive_int, epoch_rng, split_indices
+from .layers import Dense, Layer
+from .parameter import Parameter, pack
+
+__all__ = ["Sequential"]
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
+_PREDICT_CHUNK = 1024  # rows per forward pass in predict/evaluate: BLAS is at full speed by then
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Sequential:
+    """A linear stack of layers, trained with ``compile`` then ``fit``.
+
+    Parameters
+    ----------
+    layers : iterable of Layer, optional
+    seed : int >= 0, optional
+        Seeds weight initialization, the validation split and the shuffle of each
+        epoch (epoch k uses a generator seeded from ``(seed, k)``), so runs repeat
+        exactly and can be resumed. None draws a seed from the OS and keeps it in
+        ``self.seed``.
+    dtype : {"float32", "float64"}, default "float32"
+        Parameters, activations and gradients; inputs are cast once at the boundary.
+    name : str, default "sequential"
+
+    Examples
+    --------
+    >>> import nnlib as nn
+    >>> model = nn.Sequential([nn.Dense(16, input_dim=4, activation="relu"), nn.Dense(3)], seed=0)
+    >>> model.compile(optimizer="adam", loss="softmax_cross_entropy", metrics=["accuracy"])
+    """
+
+    def __init__(self, layers: Iterable[Layer] | None = None, seed: int | None = None,
+                 dtype: Any = "float32", name: str = "sequential") -> None:
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
+        self.seed = int(seed)
+        self.name = name
+        self.layers: list[Layer] = []
+        self.optimizer: optimizers_module.Optimizer | None = None
+        self.loss: losses_module.Loss | None = None
+        self.metrics: list[tuple[str, Callable]] = []
+        self.stop_training = False
+        self.stop_reason = ""
+        self.input_dim: int | None = None
+        self.output_dim: int | None = None
+        self._params: list[Parameter] = []
+        self._first_trainable = 0
+        self._buffers: dict = {}
+        for layer in layers or []:
+            self.add(layer)
+        first = self.layers[0] if self.layers else None
+        if isinstance(first, Dense) and first.declared_input_dim is not None:
+            self.build(first.declared_input_dim)
+
+    # -- structure ----------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.output_dim is not None
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer; it gets a unique name such as ``dense_2`` if it has none."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers must be nnlib Layer instances, got {layer!r}")
+        if self.built:
+            raise RuntimeError("cannot add layers to a built model")
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"{layer!r} is already in the model")
+        if layer.name is None:
+            kind = getattr(type(layer), "registered_name", None) or _snake(type(layer).__name__)
+            layer.name = f"{kind}_{len(self.layers)}"
+        if any(layer.name == other.name for other in self.layers):
+            raise ValueError(f"layer name {layer.name!r} is already used in the model")
+        self.layers.append(layer)
+
+    def build(self, input_dim: int) -> None:
+        """Create every layer's parameters for inputs of width ``input_dim``.
+
+        Parameters end up as views into one contiguous buffer (and their gradients
+        into another), so optimizers update them all with whole-buffer operations.
+        """
+        input_dim = check_positive_int(input_dim, "input_dim")
+        if not self.layers:
+            raise ValueError("cannot build a model with no layers")
+        rng = np.random.default_rng([self.seed, INIT_STREAM])
+        dim = input_dim
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense) and i + 1 < len(self.layers):
+                layer.next_activation = self.layers[i + 1]
+            dim = layer.build(dim, rng, self.dtype)
+        self._params = [p for layer in self.layers for p in layer.parameters()]
+        pack(self._params, self.dtype)
+        # Nobody needs dL/dx at or before the first layer that has parameters.
+        trainable = [i for i, layer in enumerate(self.layers) if layer.parameters()]
+        self._first_trainable = trainable[0] if trainable else 0
+        for i, layer in enumerate(self.layers):
+            layer.needs_input_grad = i != self._first_trainable or not trainable
+        self.input_dim, self.output_dim = input_dim, dim
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable parameter, in layer order."""
+        return list(self._params)
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self._params)
+
+    def compile(self, optimizer: Any = "adam", loss: Any = None, metrics: Iterable[Any] | None = None) -> None:
+        """Choose the optimizer, the loss and the metrics to report.
+
+        Parameters
+        ----------
+        optimizer : str, Optimizer or dict, default "adam"
+        loss : str, Loss or dict
+            A registered name such as ``"softmax_cross_entropy"`` or ``"mse"``.
+        metrics : list of str or callable, optional
+            Names such as ``"accuracy"``, or ``f(y_true, y_out) -> float``.
+        """
+        if loss is None:
+            raise ValueError(f"compile needs a loss; valid names are: {', '.join(losses_module.registry.names())}")
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        resolved_metrics = [metrics_module.get(m) for m in (metrics or [])]
+        self.loss = losses_module.get(loss)
+        self.optimizer = optimizers_module.get(optimizer)
+        self.metrics = resolved_metrics
+
+    # -- the two passes -----------------------------------------------------------
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Chain rule right to left; returns dL/dx only when ``input_grad``."""
+        first_trainable = self.layers[self._first_trainable]
+        first_trainable.needs_input_grad = input_grad or not self._params
+        try:
+            for layer in reversed(self.layers[0 if input_grad else self._first_trainable:]):
+                grad = layer.backward(grad)
+        finally:
+            first_trainable.needs_input_grad = not self._params
+        return grad if input_grad else None
+
+    def _step(self, xb: np.ndarray, yb: np.ndarray, update: bool = True) -> tuple[float, np.ndarray]:
+        out = self._forward(xb, training=True)
+        loss = self.loss.forward(out, yb)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss}; the weights were left as they were before this step "
+                "(a smaller lr or inputs scaled to about [0, 1] usually cure this)"
+            )
+        self._backward(self.loss.backward())
+        if update:
+            self.optimizer.step(self._params)
+        return loss, out
+
+    # -- boundary checks ----------------------------------------------------------
+    def _require_compiled(self, what: str) -> None:
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
+
+    def _prepare(self, x: Any, y: Any, what: str = "x", y_what: str = "y") -> tuple[np.ndarray, np.ndarray]:
+        """Validate and cast (x, y) once; builds the model on first use."""
+        x = check_features(x, what, self.dtype, self.input_dim)
+        try:
+            n_targets = len(y)
+        except TypeError:
+            raise TypeError(f"{y_what} must be an array, got {type(y).__name__}") from None
+        if n_targets != x.shape[0]:
+            raise ValueError(f"{what} and {y_what} have different lengths: {x.shape[0]} and {n_targets}")
+        if not self.built:
+            self.build(x.shape[1])
+        return x, self.loss.prepare_targets(y, self.output_dim, self.dtype, y_what)
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
+            shuffle: bool = True, tol: float | None = 1e-4, patience: int = 5, monitor: str = "loss",
+            callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0) -> History:
+        """Train for up to ``epochs`` epochs of mini-batch steps.
+
+        Parameters
+        ----------
+        x : array-like of shape (N, D_in)
+        y : array-like of shape (N,) or (N, D_out)
+            Integer labels or one-hot rows for softmax cross-entropy; values for MSE.
+        epochs : int > 0, default 1
+            Index of the last epoch (as Keras): epochs ``initial_epoch .. epochs-1`` run.
+        batch_size : int > 0, default 32
+            The last, smaller batch is kept.
+        validation_data : (x_val, y_val), optional
+        validation_split : float in (0, 1), optional
+            Holds out a seeded random fraction of (x, y), stratified by class for
+            integer labels (not Keras's last rows).
+        shuffle : bool, default True
+            Epoch k's order comes from a generator seeded with (seed, k).
+        tol : float >= 0 or None, default 1e-4
+            The loss-change stop: an epoch is "no improvement" when
+            ``monitor > best - tol``; training stops after ``patience`` of them in
+            a row. None disables it.
+        patience : int >= 1, default 5
+        monitor : str, default "loss"
+            ``"loss"``, ``"val_loss"`` or another key of the epoch logs.
+        callbacks : list of Callback, optional
+        verbose : {0, 1, 2}, default 1
+            0 silent, 1 a progress bar on a terminal (else a line per epoch),
+            2 a line per epoch.
+        initial_epoch : int >= 0, default 0
+            Epoch to start at, to resume a run.
+
+        Returns
+        -------
+        History
+            Per-epoch ``loss``, metrics, ``val_*`` and why training stopped.
+        """
+        self._require_compiled("fit")
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+                or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}")
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        if validation_data is not None and validation_split is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        if validation_split is not None and (isinstance(validation_split, bool) or not isinstance(
+                validation_split, (int, float, np.floating)) or not 0 < validation_split < 1):
+            raise ValueError(f"validation_split must lie in (0, 1), got {validation_split!r}")
+        stop_rule = None if tol is None else ConvergenceStop(monitor, tol, patience)
+        user_callbacks = list(callbacks or [])
+        CallbackList(user_callbacks, self, {})  # type-checks them before anything changes
+
+        x, y = self._prepare(x, y)
+        train_idx = np.arange(x.shape[0])
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            val = self._prepare(validation_data[0], validation_data[1], "validation x", "validation y")
+            val = (val[0], val[1], None)
+        elif validation_split is not None:
+            labels = y if y.ndim == 1 else None
+            train_idx, val_idx = split_indices(x.shape[0], float(validation_split), self.seed, labels)
+            val = (x, y, val_idx)
+        names = ["loss"] + [name for name, _ in self.metrics]
+        logged = names + (["val_" + n for n in names] if val is not None else [])
+        if monitor not in logged:
+            raise ValueError(f"monitor must be one of {logged}, got {monitor!r}")
+
+        history = History()
+        cbs = [history, *user_callbacks, *([stop_rule] if stop_rule else []),
+               *([ProgressLogger(verbose)] if verbose else [])]
+        n_train = train_idx.shape[0]
+        steps = -(-n_train // batch_size)
+        callback_list = CallbackList(cbs, self, {
+            "epochs": epochs, "initial_epoch": initial_epoch, "steps": steps, "samples": n_train,
+            "verbose": verbose, "metrics": logged,
+        })
+        self.stop_training, self.stop_reason = False, ""
+        callback_list.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            order = train_idx[epoch_rng(self.seed, epoch).permutation(n_train)] if shuffle else train_idx
+            sums = np.zeros(len(names))
+            for step, idx in enumerate(_chunks(order, batch_size)):
+                xb = np.take(x, idx, axis=0, out=self._buffer("xb", (idx.shape[0], x.shape[1])))
+                yb = y[idx]
+                loss, out = self._step(xb, yb)
+                sums += idx.shape[0] * np.array(self._batch_figures(loss, yb, out))
+                callback_list.on_batch_end(step, {"loss": loss, "size": idx.shape[0]})
+            logs = dict(zip(names, (sums / n_train).tolist()))
+            if val is not None:
+                logs.update({"val_" + k: v for k, v in self._evaluate(*val).items()})
+            callback_list.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                history.stopped_epoch = epoch
+                break
+        if not self.stop_reason:
+            self.stop_reason = f"completed all {epochs} epochs"
+        history.stop_reason = self.stop_reason
+        callback_list.on_train_end(logs)
+        return history
+
+    def _batch_figures(self, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:
+        if not self.metrics:
+            return [loss]
+        shown = self.loss.transform(out)
+        return [loss] + [fn(y, shown) for _, fn in self.metrics]
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        from ._buffers import cached_buffer
+
+        return cached_buffer(self._buffers, key, shape, self.dtype)
+
+    def train_on_batch(self, x: Any, y: Any) -> float:
+        """One forward pass, backward pass and optimizer step on (x, y); returns the loss."""
+        self._require_compiled("train_on_batch")
+        x, y = self._prepare(x, y)
+        return self._step(x, y)[0]
+
+    def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
+        """The loss on (x, y) and its gradients, aligned with :meth:`get_weights`; no update.
+
+        Returns
+        -------
+        loss : float
+        grads : list of ndarray
+            Copies: ``[dW1 (D_in, D_out), db1 (D_out,), ...]``.
+        """
+        self._require_compiled("loss_and_gradients")
+        x, y = self._prepare(x, y)
+        loss, _ = self._step(x, y, update=False)
+        return loss, [p.grad.copy() for p in self._params]
+
+    # -- inference ----------------------------------------------------------------
+    def _evaluate(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None,
+                  batch_size: int = _PREDICT_CHUNK) -> dict[str, float]:
+        rows = np.arange(x.shape[0]) if idx is None else idx
+        sums = np.zeros(1 + len(self.metrics))
+        for chunk in _chunks(rows, batch_size):
+            xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
+            out = self._forward(xb, training=False)
+            sums += chunk.shape[0] * np.array(self._batch_figures(self.loss.forward(out, y[chunk]), y[chunk], out))
+        names = ["loss"] + [name for name, _ in self.metrics]
+        return dict(zip(names, (sums / rows.shape[0]).tolist()))
+
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
+        """Loss and metrics on (x, y) in inference mode.
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, <metric>: float, ...}``, means over all samples.
+        """
+        self._require_compiled("evaluate")
+        batch_size = _PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if not self.built:
+            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before evaluate()")
+        x, y = self._prepare(x, y)
+        return self._evaluate(x, y, batch_size=batch_size)
+
+    def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
+        """Outputs for ``x`` as a user reads them, in a new array.
+
+        Probabilities for softmax or binary cross-entropy, raw values for MSE (or
+        before ``compile``).
+
+        Parameters
+        ----------
+        x : array-like of shape (N, D_in)
+        batch_size : int, optional
+            Rows per forward pass (default 1024); only memory use depends on it.
+
+        Returns
+        -------
+        ndarray of shape (N, D_out)
+        """
+        batch_size = _PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        x = check_features(x, "x", self.dtype, self.input_dim)
+        if not self.built:
+            self.build(x.shape[1])
+        result = np.empty((x.shape[0], self.output_dim), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            out = self._forward(x[start:start + batch_size], training=False)
+            result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
+        return result
+
+    # -- weights ------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every parameter: ``[W1 (D_in, D_out), b1 (D_out,), W2, b2, ...]``."""
+        return [p.value.copy() for p in self._params]
+
+    def set_weights(self, weights: list[Any]) -> None:
+        """Copy ``weights`` (as from :meth:`get_weights`) into the model, cast to its dtype.
+
+        Every array is checked (count, shape, finite numbers) before any is written.
+        """
+        if not self.built:
+            raise RuntimeError("the model is not built: call build(input_dim) before set_weights()")
+        weights = list(weights)
+        if len(weights) != len(self._params):
+            raise ValueError(f"set_weights expected {len(self._params)} arrays, got {len(weights)}")
+        arrays = []
+        for i, (w, p) in enumerate(zip(weights, self._params)):
+            a = np.asarray(w)
+            if a.dtype == bool or a.dtype.kind not in "iuf":
+                raise TypeError(f"weights[{i}] ({p.name}) must hold numbers, got dtype {a.dtype}")
+            if a.shape != p.shape:
+                raise ValueError(f"weights[{i}] ({p.name}) must have shape {p.shape}, got {a.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"weights[{i}] ({p.name}) contains NaN or inf")
+            arrays.append(a)
+        for a, p in zip(arrays, self._params):
+            p.value[...] = a
+
+    # -- display ------------------------------------------------------------------
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print each layer's name and type, output shape and parameter count."""
+        rows = [("Layer (type)", "Output shape", "Params")]
+        for layer in self.layers:
+            shape = f"(None, {layer.output_dim})" if layer.built else "?"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape,
+                         f"{sum(p.size for p in layer.parameters()):,}" if layer.built else "?"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        line = "-" * (sum(widths) + 4)
+        text = [f'Model "{self.name}"', line]
+        for j, row in enumerate(rows):
+            text.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+            if j == 0:
+                text.append(line)
+        text += [line, f"Total params: {self.count_params():,}" if self.built else "Total params: ? (not built)"]
+        print_fn("\n".join(text))
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r}, seed={self.seed}, dtype={self.dtype.name!r})"
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, indices.shape[0], size):
+        yield indices[start:start + size]
