@@ -152,7 +152,7 @@ class ConvergenceStop(Callback):
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise KeyError(f"ConvergenceStop monitors {self.monitor!r}, missing from the epoch logs {sorted(logs or {})}")
+            raise KeyError(f"ConvergenceStop monitors {self.monitor!r}, not in the epoch logs {sorted(logs or {})}")
         self.wait = self.wait + 1 if value > self.best - self.tol else 0
         self.best = min(self.best, value)
         if self.wait >= self.patience:
