@@ -13,6 +13,7 @@ from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optimizers import SGD, Adam, Momentum, Optimizer
 from .parameter import Parameter
+from .saving import load_model
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "Momentum",
     "Adam",
     "Parameter",
+    "load_model",
     "Callback",
     "History",
     "ConvergenceStop",

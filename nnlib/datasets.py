@@ -332,6 +332,8 @@ def load(name: str, path: PathLike | None = None, flatten: bool = True) -> Split
         return load_digits(flatten=flatten)
     if Path(name).expanduser().is_dir():
         return load_idx_dir(name, flatten=flatten)
+    if os.sep in name or name.startswith((".", "~")):
+        raise FileNotFoundError(f"data directory {name} does not exist")
     raise ValueError(
         f"unknown dataset {name!r}; valid names are {sorted(DATASETS)} or an existing directory"
     )

@@ -426,6 +426,28 @@ class Sequential:
         for a, p in zip(arrays, self._params):
             p.value[...] = a
 
+    # -- files --------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Save architecture, weights, compile settings and optimizer state to one safe file.
+
+        See :mod:`nnlib.saving` for the format; reload with :func:`nnlib.load_model`.
+        """
+        from .saving import save_model
+
+        save_model(self, path)
+
+    def save_weights(self, path: str) -> None:
+        """Save only the weights, for :meth:`load_weights` into a model of the same shape."""
+        from .saving import save_weights
+
+        save_weights(self, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load weights from a file written by :meth:`save_weights` or :meth:`save`."""
+        from .saving import load_weights
+
+        load_weights(self, path)
+
     # -- display ------------------------------------------------------------------
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:
         """Print each layer's name and type, output shape and parameter count."""
