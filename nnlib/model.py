@@ -294,14 +294,16 @@ class Sequential:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             order = train_idx[epoch_rng(self.seed, epoch).permutation(n_train)] if shuffle else train_idx
-            sums = np.zeros(len(names))
+            sums = [0.0] * len(names)
             for step, idx in enumerate(_chunks(order, batch_size)):
-                xb = np.take(x, idx, axis=0, out=self._buffer("xb", (idx.shape[0], x.shape[1])))
+                size = idx.shape[0]
+                xb = np.take(x, idx, axis=0, out=self._buffer("xb", (size, x.shape[1])))
                 yb = y[idx]
                 loss, out = self._step(xb, yb)
-                sums += idx.shape[0] * np.array(self._batch_figures(loss, yb, out))
-                callback_list.on_batch_end(step, {"loss": loss, "size": idx.shape[0]})
-            logs = dict(zip(names, (sums / n_train).tolist()))
+                figures = self._batch_figures(loss, yb, out)
+                sums = [total + size * f for total, f in zip(sums, figures)]
+                callback_list.on_batch_end(step, {"loss": loss, "size": size})
+            logs = {name: total / n_train for name, total in zip(names, sums)}
             if val is not None:
                 logs.update({"val_" + k: v for k, v in self._evaluate(*val).items()})
             callback_list.on_epoch_end(epoch, logs)
@@ -317,7 +319,7 @@ class Sequential:
     def _batch_figures(self, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:
         if not self.metrics:
             return [loss]
-        shown = self.loss.transform(out)
+        shown = self.loss.last_shown(out)
         return [loss] + [fn(y, shown) for _, fn in self.metrics]
 
     def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -349,13 +351,15 @@ class Sequential:
     def _evaluate(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None,
                   batch_size: int = _PREDICT_CHUNK) -> dict[str, float]:
         rows = np.arange(x.shape[0]) if idx is None else idx
-        sums = np.zeros(1 + len(self.metrics))
+        names = ["loss"] + [name for name, _ in self.metrics]
+        sums = [0.0] * len(names)
         for chunk in _chunks(rows, batch_size):
             xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
+            yb = y[chunk]
             out = self._forward(xb, training=False)
-            sums += chunk.shape[0] * np.array(self._batch_figures(self.loss.forward(out, y[chunk]), y[chunk], out))
-        names = ["loss"] + [name for name, _ in self.metrics]
-        return dict(zip(names, (sums / rows.shape[0]).tolist()))
+            figures = self._batch_figures(self.loss.forward(out, yb), yb, out)
+            sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
+        return {name: total / rows.shape[0] for name, total in zip(names, sums)}
 
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on (x, y) in inference mode.

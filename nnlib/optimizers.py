@@ -230,6 +230,13 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
         Added after the square root.
     weight_decay : float, default 0
+
+    Notes
+    -----
+    To save passes over memory, ``state[p]["m"]`` and ``state[p]["v"]`` hold the
+    rescaled sums ``M = m / (1 - beta1)`` and ``V = v / (1 - beta2)``, updated as
+    ``M = beta1 M + g`` and ``V = beta2 V + g^2``; all constant factors meet in two
+    scalars. :meth:`moments` returns PyTorch's ``(m, v)`` for a parameter.
     """
 
     slots = ("m", "v")
@@ -241,23 +248,27 @@ class Adam(Optimizer):
         self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
         self.eps = _number(eps, "eps", 0.0, low_open=True)
 
+    def moments(self, p: Parameter) -> tuple[np.ndarray, np.ndarray]:
+        """PyTorch's ``exp_avg`` and ``exp_avg_sq`` for ``p`` (copies)."""
+        state = self.state[p]
+        return state["m"] * (1.0 - self.beta1), state["v"] * (1.0 - self.beta2)
+
     def _update(self, value, grad, state, scratch):
-        m, v = state["m"], state["v"]
+        m, v, s = state["m"], state["v"], scratch
         t = self.iterations
-        bias1 = 1.0 - self.beta1 ** t
-        bias2 = 1.0 - self.beta2 ** t
-        s = scratch
         m *= self.beta1
-        m += np.multiply(grad, 1.0 - self.beta1, out=s)
-        v *= self.beta2
+        m += grad
         np.multiply(grad, grad, out=s)
-        v += np.multiply(s, 1.0 - self.beta2, out=s)
-        # step = (lr / bias1) * m / (sqrt(v) / sqrt(bias2) + eps); Python floats keep float32 arrays float32
+        v *= self.beta2
+        v += s
+        # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M / (sqrt(V) + e)
+        # (Python floats: float32 buffers stay float32)
+        c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t))
+        step_scale = self.lr * (1.0 - self.beta1) / ((1.0 - self.beta1 ** t) * c)
         np.sqrt(v, out=s)
-        s *= 1.0 / math.sqrt(bias2)
-        s += self.eps
+        s += self.eps / c
         np.divide(m, s, out=s)
-        s *= self.lr / bias1
+        s *= step_scale
         value -= s
 
     def get_config(self):

@@ -1,0 +1,20 @@
+"""Shared fixtures for the nnlib unit tests."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh, seeded generator per test, so tests are independent and repeatable."""
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def away_from_zero():
+    """``draw(rng, shape)`` -> float64 values in ``±[0.2, 1.5]``, clear of the ReLU kink at 0."""
+
+    def draw(rng: np.random.Generator, shape: tuple[int, ...], low: float = 0.2, high: float = 1.5) -> np.ndarray:
+        return rng.uniform(low, high, shape) * rng.choice([-1.0, 1.0], shape)
+
+    return draw
