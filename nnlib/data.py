@@ -22,6 +22,7 @@ __all__ = [
 
 # Streams derived from a model seed: (seed, stream, ...) never collide across uses.
 INIT_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 0, 1, 2
+_CHECK_CHUNK_ELEMENTS = 1 << 20
 
 
 def check_positive_int(value: Any, what: str) -> int:
@@ -74,9 +75,13 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features:
         raise ValueError(f"{what} is empty (shape {arr.shape})")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {n_features}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{what} contains {arr[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+    if arr.dtype.kind == "f":
+        rows = max(1, _CHECK_CHUNK_ELEMENTS // arr.shape[1])
+        for start in range(0, arr.shape[0], rows):  # chunks: no (N, D) boolean temporary
+            block = arr[start:start + rows]
+            if not np.isfinite(block).all():
+                bad = np.argwhere(~np.isfinite(block))[0]
+                raise ValueError(f"{what} contains {block[tuple(bad)]} at row {start + bad[0]}, column {bad[1]}")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -77,6 +79,7 @@ class Sequential:
         self.input_dim: int | None = None
         self.output_dim: int | None = None
         self._params: list[Parameter] = []
+        self._flat_grads: np.ndarray | None = None
         self._first_trainable = 0
         self._buffers: dict = {}
         for layer in layers or []:
@@ -121,7 +124,7 @@ class Sequential:
                 layer.next_activation = self.layers[i + 1]
             dim = layer.build(dim, rng, self.dtype)
         self._params = [p for layer in self.layers for p in layer.parameters()]
-        pack(self._params, self.dtype)
+        self._flat_grads = pack(self._params, self.dtype)[1]
         # Nobody needs dL/dx at or before the first layer that has parameters.
         trainable = [i for i, layer in enumerate(self.layers) if layer.parameters()]
         self._first_trainable = trainable[0] if trainable else 0
@@ -182,6 +185,17 @@ class Sequential:
                 "(a smaller lr or inputs scaled to about [0, 1] usually cure this)"
             )
         self._backward(self.loss.backward())
+        # One dot product detects any inf/NaN among all gradients (or a sum too large
+        # to be useful); only then look for the culprit, before the weights are touched.
+        with np.errstate(over="ignore", invalid="ignore"):
+            grad_energy = float(np.dot(self._flat_grads, self._flat_grads)) if self._params else 0.0
+        if not math.isfinite(grad_energy):
+            for p in self._params:
+                if not np.isfinite(p.grad).all():
+                    raise FloatingPointError(
+                        f"the gradient of {p.name} is not finite; the weights were left as they were "
+                        "before this step (a smaller lr or clipping usually cures this)"
+                    )
         if update:
             self.optimizer.step(self._params)
         return loss, out
@@ -291,25 +305,37 @@ class Sequential:
         self.stop_training, self.stop_reason = False, ""
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
-        for epoch in range(initial_epoch, epochs):
-            callback_list.on_epoch_begin(epoch)
-            order = train_idx[epoch_rng(self.seed, epoch).permutation(n_train)] if shuffle else train_idx
-            sums = [0.0] * len(names)
-            for step, idx in enumerate(_chunks(order, batch_size)):
-                size = idx.shape[0]
-                xb = np.take(x, idx, axis=0, out=self._buffer("xb", (size, x.shape[1])))
-                yb = y[idx]
-                loss, out = self._step(xb, yb)
-                figures = self._batch_figures(loss, yb, out)
-                sums = [total + size * f for total, f in zip(sums, figures)]
-                callback_list.on_batch_end(step, {"loss": loss, "size": size})
-            logs = {name: total / n_train for name, total in zip(names, sums)}
-            if val is not None:
-                logs.update({"val_" + k: v for k, v in self._evaluate(*val).items()})
-            callback_list.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                history.stopped_epoch = epoch
-                break
+        with _DeferredInterrupt() as interrupt:
+            for epoch in range(initial_epoch, epochs):
+                callback_list.on_epoch_begin(epoch)
+                order = train_idx[epoch_rng(self.seed, epoch).permutation(n_train)] if shuffle else train_idx
+                sums = [0.0] * len(names)
+                for step, idx in enumerate(_chunks(order, batch_size)):
+                    size = idx.shape[0]
+                    xb = np.take(x, idx, axis=0, out=self._buffer("xb", (size, x.shape[1])))
+                    yb = y[idx]
+                    try:
+                        loss, out = self._step(xb, yb)
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(f"epoch {epoch + 1}, batch {step + 1}: {exc}") from None
+                    figures = self._batch_figures(loss, yb, out)
+                    sums = [total + size * f for total, f in zip(sums, figures)]
+                    callback_list.on_batch_end(step, {"loss": loss, "size": size})
+                    if interrupt.requested:
+                        break
+                if interrupt.requested:  # the unfinished epoch is not logged
+                    self.stop_training = True
+                    self.stop_reason = (f"interrupted (Ctrl-C) in epoch {epoch + 1} after batch {step + 1}; "
+                                        "the weights are those after that batch")
+                    history.stopped_epoch = epoch
+                    break
+                logs = {name: total / n_train for name, total in zip(names, sums)}
+                if val is not None:
+                    logs.update({"val_" + k: v for k, v in self._evaluate(*val).items()})
+                callback_list.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    history.stopped_epoch = epoch
+                    break
         if not self.stop_reason:
             self.stop_reason = f"completed all {epochs} epochs"
         history.stop_reason = self.stop_reason
@@ -472,6 +498,36 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, seed={self.seed}, dtype={self.dtype.name!r})"
+
+
+class _DeferredInterrupt:
+    """Turn Ctrl-C during ``fit`` into a request honoured at the next step boundary.
+
+    A KeyboardInterrupt raised between two in-place updates would leave the weights
+    half-updated; instead the first SIGINT sets ``requested`` and ``fit`` stops after
+    the current step. A second SIGINT raises KeyboardInterrupt at once. Outside the
+    main thread, signals cannot be caught and nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
 
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
