@@ -61,6 +61,7 @@ class CallbackList:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {cb!r}")
         self.callbacks = list(callbacks)
+        self.model = model
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
@@ -80,6 +81,8 @@ class CallbackList:
     def on_epoch_end(self, epoch, logs=None):
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
+            if getattr(self.model, "stop_training", False) and not self.model.stop_reason:
+                self.model.stop_reason = f"stopped by {type(cb).__name__} after epoch {epoch + 1}"
 
     def on_batch_end(self, batch, logs=None):
         for cb in self.callbacks:

@@ -8,6 +8,7 @@ array is passed explicitly.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 __all__ = [
     "relu",
@@ -36,10 +37,10 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Logistic function ``1 / (1 + exp(-x))`` without overflow warnings.
+    """Logistic function ``1 / (1 + exp(-x))``, accurate and warning-free for any ``x``.
 
-    Computed as ``(1 + tanh(x / 2)) / 2``, which is exact algebraically and never
-    evaluates ``exp`` of a large positive number.
+    SciPy's ``expit`` ufunc: one pass, no overflow for large ``|x|``, and full relative
+    precision for very negative ``x`` (where ``(1 + tanh(x/2)) / 2`` would cancel).
 
     Parameters
     ----------
@@ -50,11 +51,7 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     -------
     ndarray of shape (N, D)
     """
-    out = np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out += 1.0
-    out *= 0.5
-    return out
+    return expit(x, out=out)
 
 
 def log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -131,9 +128,14 @@ def one_hot(labels: np.ndarray, num_classes: int, dtype: np.dtype | str = np.flo
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError("labels must be integers, got fractional values")
+    if labels.dtype == bool or labels.dtype.kind not in "iuf":
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.size and labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise ValueError(f"labels must be finite integers, got {labels[~np.isfinite(labels)][0]}")
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            raise ValueError(f"labels must be integers, got {labels[fractional][0]}")
         labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .layers import Layer
-from .losses import Loss
+from .losses import Loss, SoftmaxCrossEntropy
 from .model import Sequential
 
 __all__ = ["GradCheckResult", "check_gradients", "check_symbolic"]
@@ -245,8 +245,9 @@ def check_symbolic(obj: Any, x: np.ndarray | None = None, y: Any = None, n: int 
     values = {x_sym[i, j]: float(x[i, j]) for i in range(x.shape[0]) for j in range(x.shape[1])}
 
     if isinstance(obj, Loss):
-        if y is None:
-            y = rng.integers(0, x.shape[1], x.shape[0])
+        if y is None:  # labels for the softmax loss, values in [0, 1] for element-wise losses
+            y = (rng.integers(0, x.shape[1], x.shape[0]) if isinstance(obj, SoftmaxCrossEntropy)
+                 else rng.uniform(0.0, 1.0, x.shape))
         expr = obj.symbolic(sp, x_sym, y)
         obj.forward(x, y)
         analytic = {"input": obj.backward().copy()}

@@ -66,6 +66,10 @@ class Layer:
         self.dtype = np.dtype(dtype)
         return self.output_dim
 
+    def output_dim_for(self, input_dim: int) -> int:
+        """The output width for inputs of width ``input_dim``, without building."""
+        return input_dim
+
     def parameters(self) -> list[Parameter]:
         """Trainable parameters, in a fixed order (empty for activations)."""
         return []
@@ -90,9 +94,9 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} has no symbolic form")
 
     # -- helpers ------------------------------------------------------------------
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A layer-owned array for ``key`` and ``shape``, reused across calls."""
-        return cached_buffer(self._buffers, key, shape, self.dtype)
+    def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any = None) -> np.ndarray:
+        """A layer-owned array for ``key`` and ``shape`` (default dtype: the layer's), reused across calls."""
+        return cached_buffer(self._buffers, key, shape, dtype or self.dtype)
 
     def _check_input(self, x: np.ndarray) -> None:
         if not isinstance(x, np.ndarray) or x.ndim != 2 or (
@@ -124,7 +128,8 @@ class _Activation(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._check_input(x)
-        y = self._buffer("y", x.shape)
+        # Activations follow their input's float dtype, so a standalone float64 ReLU stays float64.
+        y = self._buffer("y", x.shape, x.dtype if x.dtype.kind == "f" else None)
         self._forward(x, y)
         self._x, self._y = x, y
         return y
@@ -133,7 +138,7 @@ class _Activation(Layer):
         raise NotImplementedError
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        dx = self._buffer("dx", grad_out.shape)
+        dx = self._buffer("dx", grad_out.shape, self._y.dtype)
         self._backward(grad_out, dx)
         return dx
 
@@ -180,10 +185,10 @@ class LeakyReLU(_Activation):
 
     # y = x if x > 0 else alpha x  =>  dx = g * (1 if x > 0 else alpha)
     def _forward(self, x, y):
-        np.multiply(x, np.where(x > 0, 1.0, self.alpha).astype(self.dtype, copy=False), out=y)
+        np.multiply(x, np.where(x > 0, 1.0, self.alpha).astype(y.dtype, copy=False), out=y)
 
     def _backward(self, g, dx):
-        np.multiply(g, np.where(self._x > 0, 1.0, self.alpha).astype(self.dtype, copy=False), out=dx)
+        np.multiply(g, np.where(self._x > 0, 1.0, self.alpha).astype(dx.dtype, copy=False), out=dx)
 
     def symbolic(self, sp, x):
         return x.applyfunc(lambda v: sp.Piecewise((v, v > 0), (self.alpha * v, True)))
@@ -313,12 +318,16 @@ class Dense(Layer):
             return initializers.HeNormal()
         return initializers.GlorotUniform()
 
-    def build(self, input_dim, rng, dtype=np.float32):
-        input_dim = _check_units(input_dim, "input_dim")
+    def output_dim_for(self, input_dim):
         if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
             raise ValueError(
                 f"{self!r} was declared with input_dim={self.declared_input_dim}, got inputs of width {input_dim}"
             )
+        return self.units
+
+    def build(self, input_dim, rng, dtype=np.float32):
+        input_dim = _check_units(input_dim, "input_dim")
+        self.output_dim_for(input_dim)
         self.dtype = np.dtype(dtype)
         init = self.weight_init or self._default_init()
         prefix = f"{self.name}/" if self.name else ""

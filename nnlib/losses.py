@@ -54,14 +54,6 @@ class Loss:
         """How raw model outputs are presented to a user (a new array)."""
         return np.array(y_pred, copy=True)
 
-    def last_shown(self, y_pred: np.ndarray) -> np.ndarray:
-        """:meth:`transform` of ``y_pred``, reusing the last ``forward``'s work when it can.
-
-        For metrics inside the training loop; the result may be a loss-owned buffer
-        that the next ``forward`` overwrites, so it is never handed to a user.
-        """
-        return self.transform(y_pred)
-
     def prepare_targets(self, y: Any, n_outputs: int, dtype: Any, what: str = "y") -> np.ndarray:
         """Validate targets ``y`` (named ``what`` in errors) for ``n_outputs`` outputs; cast once."""
         y = _numeric(y, what)
@@ -140,7 +132,7 @@ class SoftmaxCrossEntropy(Loss):
         p /= row_sum[:, None]
         log_z = np.log(row_sum)
         per_row = log_z - picked if target_mass is None else log_z * target_mass - picked
-        self._p, self._y, self._z = p, y_true, z
+        self._p, self._y = p, y_true
         self._target_mass = target_mass
         return float(per_row.mean())
 
@@ -161,10 +153,6 @@ class SoftmaxCrossEntropy(Loss):
 
     def transform(self, y_pred):
         return F.softmax(y_pred)
-
-    def last_shown(self, y_pred):
-        # forward already computed softmax(y_pred) into self._p, and backward leaves it alone
-        return self._p if getattr(self, "_z", None) is y_pred else self.transform(y_pred)
 
     def prepare_targets(self, y, n_outputs, dtype, what="y"):
         if n_outputs < 2:
@@ -211,9 +199,6 @@ class MSE(Loss):
         diff = np.subtract(y_pred, y_true, out=self._buffer("diff", y_pred.shape, y_pred.dtype))
         self._diff = diff
         return float(np.vdot(diff, diff)) / diff.size
-
-    def last_shown(self, y_pred):
-        return y_pred  # identity transform: metrics only read it
 
     # L = (1/M) sum (y - t)^2 over M = N * D elements  =>  dy = 2 (y - t) / M
     def backward(self) -> np.ndarray:

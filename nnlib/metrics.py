@@ -29,7 +29,8 @@ def accuracy(y_true: np.ndarray, y_out: np.ndarray) -> float:
     y_out = np.asarray(y_out)
     y_true = np.asarray(y_true)
     if y_out.ndim == 2 and y_out.shape[1] > 1:
-        labels = y_true if y_true.ndim == 1 else y_true.argmax(axis=1)
+        # (N,) or (N, 1) integer labels, else one-hot / probability rows
+        labels = y_true.reshape(-1) if y_true.ndim == 1 or y_true.shape[1] == 1 else y_true.argmax(axis=1)
         return float(np.mean(y_out.argmax(axis=1) == labels))
     return float(np.mean((y_out.reshape(-1) > 0.5) == (y_true.reshape(-1) > 0.5)))
 

@@ -154,10 +154,9 @@ class Sequential:
             raise ValueError(f"compile needs a loss; valid names are: {', '.join(losses_module.registry.names())}")
         if isinstance(metrics, str):
             metrics = [metrics]
-        resolved_metrics = [metrics_module.get(m) for m in (metrics or [])]
-        self.loss = losses_module.get(loss)
-        self.optimizer = optimizers_module.get(optimizer)
-        self.metrics = resolved_metrics
+        resolved = (losses_module.get(loss), optimizers_module.get(optimizer),
+                    [metrics_module.get(m) for m in (metrics or [])])
+        self.loss, self.optimizer, self.metrics = resolved  # all or nothing
 
     # -- the two passes -----------------------------------------------------------
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -205,18 +204,31 @@ class Sequential:
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
 
-    def _prepare(self, x: Any, y: Any, what: str = "x", y_what: str = "y") -> tuple[np.ndarray, np.ndarray]:
-        """Validate and cast (x, y) once; builds the model on first use."""
-        x = check_features(x, what, self.dtype, self.input_dim)
+    def _prepare(self, x: Any, y: Any, what: str = "x", y_what: str = "y", n_features: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and cast (x, y) once. Changes nothing: an unbuilt model's output
+        width is inferred, and the caller builds only after every check has passed."""
+        x = check_features(x, what, self.dtype, self.input_dim or n_features)
         try:
             n_targets = len(y)
         except TypeError:
             raise TypeError(f"{y_what} must be an array, got {type(y).__name__}") from None
         if n_targets != x.shape[0]:
             raise ValueError(f"{what} and {y_what} have different lengths: {x.shape[0]} and {n_targets}")
+        n_outputs = self.output_dim if self.built else self._infer_output_dim(x.shape[1])
+        return x, self.loss.prepare_targets(y, n_outputs, self.dtype, y_what)
+
+    def _infer_output_dim(self, input_dim: int) -> int:
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        dim = input_dim
+        for layer in self.layers:
+            dim = layer.output_dim_for(dim)
+        return dim
+
+    def _ensure_built(self, input_dim: int) -> None:
         if not self.built:
-            self.build(x.shape[1])
-        return x, self.loss.prepare_targets(y, self.output_dim, self.dtype, y_what)
+            self.build(input_dim)
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
@@ -282,7 +294,8 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            val = self._prepare(validation_data[0], validation_data[1], "validation x", "validation y")
+            val = self._prepare(validation_data[0], validation_data[1], "validation x", "validation y",
+                                n_features=x.shape[1])
             val = (val[0], val[1], None)
         elif validation_split is not None:
             labels = y if y.ndim == 1 else None
@@ -292,6 +305,7 @@ class Sequential:
         logged = names + (["val_" + n for n in names] if val is not None else [])
         if monitor not in logged:
             raise ValueError(f"monitor must be one of {logged}, got {monitor!r}")
+        self._ensure_built(x.shape[1])  # every check has passed
 
         history = History()
         cbs = [history, *user_callbacks, *([stop_rule] if stop_rule else []),
@@ -345,7 +359,7 @@ class Sequential:
     def _batch_figures(self, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:
         if not self.metrics:
             return [loss]
-        shown = self.loss.last_shown(out)
+        shown = self.loss.transform(out)
         return [loss] + [fn(y, shown) for _, fn in self.metrics]
 
     def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -357,6 +371,7 @@ class Sequential:
         """One forward pass, backward pass and optimizer step on (x, y); returns the loss."""
         self._require_compiled("train_on_batch")
         x, y = self._prepare(x, y)
+        self._ensure_built(x.shape[1])
         return self._step(x, y)[0]
 
     def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
@@ -370,6 +385,7 @@ class Sequential:
         """
         self._require_compiled("loss_and_gradients")
         x, y = self._prepare(x, y)
+        self._ensure_built(x.shape[1])
         loss, _ = self._step(x, y, update=False)
         return loss, [p.grad.copy() for p in self._params]
 
@@ -421,6 +437,7 @@ class Sequential:
         batch_size = _PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
         x = check_features(x, "x", self.dtype, self.input_dim)
         if not self.built:
+            self._infer_output_dim(x.shape[1])
             self.build(x.shape[1])
         result = np.empty((x.shape[0], self.output_dim), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):

@@ -33,8 +33,17 @@ def test_relu_matches_formula(rng):
 @settings(max_examples=40, deadline=None)
 @given(moderate)
 def test_sigmoid_matches_formula(x):
-    """sigmoid(x) == 1 / (1 + exp(-x)) for moderate x."""
+    """sigmoid(x) == 1 / (1 + exp(-x)) for moderate x (absolute agreement)."""
     np.testing.assert_allclose(F.sigmoid(x), 1.0 / (1.0 + np.exp(-x)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_sigmoid_relative_accuracy_for_negative_inputs(dtype, rtol):
+    """sigmoid keeps full *relative* precision for negative x, as 1/(1+exp(-x)) (or scipy's expit) does:
+    sigmoid(-20) ~ 2.06e-9 must not come out as 0 or as a float32 rounding floor of ~3e-8."""
+    x = np.linspace(-30, 30, 601).astype(dtype)
+    expected = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    np.testing.assert_allclose(F.sigmoid(x), expected, rtol=rtol, atol=0)
 
 
 @settings(max_examples=40, deadline=None)

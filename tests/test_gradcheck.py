@@ -161,3 +161,12 @@ def test_needs_input_grad_false_layer_still_checked(rng):
     result = nn.check_gradients(layer, rng.standard_normal((2, 3)))
     assert result.ok and "input" in result.errors
     assert layer.needs_input_grad is False
+
+
+@pytest.mark.parametrize("loss", [nn.SoftmaxCrossEntropy(), nn.MSE(), nn.BinaryCrossEntropy()],
+                         ids=["softmax_ce", "mse", "bce"])
+def test_check_symbolic_loss_with_default_targets(loss):
+    """check_symbolic(loss) with its default point and targets returns a passing result for every loss
+    (the default targets must fit the loss instead of crashing)."""
+    result = nn.check_symbolic(loss)
+    assert result.ok, str(result)

@@ -26,7 +26,7 @@ ACT_REF = {
 }
 LEAKY_REF = (lambda x: np.where(x > 0, x, ALPHA * x), lambda x: np.where(x > 0, 1.0, ALPHA))
 
-# layer id -> (factory, reference (f, f') of its element-wise part, has weights)
+# layer id -> (factory, reference (f, f') of its element-wise part)
 LAYERS = {
     "dense": (lambda: nn.Dense(4), ACT_REF["linear"]),
     **{f"dense_{a}": ((lambda a=a: nn.Dense(4, activation=a)), ACT_REF[a]) for a in ACT_REF},
@@ -257,8 +257,8 @@ def test_needs_input_grad_false(activation):
 
 CONFIG_CASES = {
     **{i: LAYERS[i][0] for i in IDS},
-    "dense_full": lambda: nn.Dense(3, input_dim=4, activation=nn.LeakyReLU(0.3), weight_init=nn.initializers.Normal(0.2),
-                                   bias_init="ones", name="d"),
+    "dense_full": lambda: nn.Dense(3, input_dim=4, activation=nn.LeakyReLU(0.3),
+                                   weight_init=nn.initializers.Normal(0.2), bias_init="ones", name="d"),
     "named_tanh": lambda: nn.Tanh(name="t"),
 }
 

@@ -19,6 +19,11 @@ def test_accuracy_integer_labels():
     assert metrics.accuracy(LABELS, PROBS) == 0.75
 
 
+def test_accuracy_label_column():
+    """Integer labels given as a column (N, 1), as Keras's sparse accuracy accepts, mean the same as (N,)."""
+    assert metrics.accuracy(LABELS.reshape(-1, 1), PROBS) == 0.75
+
+
 def test_accuracy_one_hot_labels():
     """One-hot rows give the same answer as their labels."""
     assert metrics.accuracy(np.eye(3)[LABELS], PROBS) == 0.75
