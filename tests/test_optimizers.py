@@ -328,3 +328,33 @@ def test_iterations_count_and_bias_correction_uses_step():
     # each step is lr * 2 / (2 + eps)
     assert p.value[0] == pytest.approx(-3 * 0.01 * 2.0 / (2.0 + 1e-8), rel=1e-12)
     assert math.isfinite(p.value[0])
+
+
+# -- literal golden values, worked on paper for a scalar p = 1, g1 = 0.5, g2 = -0.25 ----------------
+# SGD lr=0.1:                 p1 = 1 - 0.1*0.5 = 0.95;  p2 = 0.95 + 0.1*0.25 = 0.975
+# SGD lr=0.1, wd=0.1:         d1 = 0.6, p1 = 0.94;  d2 = -0.25 + 0.094 = -0.156, p2 = 0.9556
+# Momentum lr=0.1, mu=0.9:    v1 = 0.5, p1 = 0.95;  v2 = 0.45 - 0.25 = 0.2, p2 = 0.93
+# Nesterov lr=0.1, mu=0.9:    p1 = 1 - 0.1*(0.5 + 0.45) = 0.905;  v2 = 0.2, p2 = 0.905 - 0.1*(-0.25 + 0.18) = 0.912
+# Adam lr=0.1 (0.9, 0.999, 1e-8): t=1: m_hat = 0.5, v_hat = 0.25, p1 = 1 - 0.1*0.5/(0.5 + 1e-8) = 0.900000002
+#   t=2: m = 0.045 - 0.025 = 0.02, v = 0.00024975 + 0.0000625 = 0.00031225,
+#        m_hat = 0.02/0.19 = 0.1052631579, v_hat = 0.00031225/0.001999 = 0.1562031016, sqrt = 0.3952253807,
+#        p2 = 0.900000002 - 0.1*0.1052631579/0.3952253907 = 0.8733662987
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize(("opt", "p1", "p2", "rtol"), [
+    (lambda: SGD(lr=0.1), 0.95, 0.975, 1e-15),
+    (lambda: SGD(lr=0.1, weight_decay=0.1), 0.94, 0.9556, 1e-15),
+    (lambda: Momentum(lr=0.1, momentum=0.9), 0.95, 0.93, 1e-15),
+    (lambda: Momentum(lr=0.1, momentum=0.9, nesterov=True), 0.905, 0.912, 1e-15),
+    (lambda: Adam(lr=0.1), 0.900000002, 0.8733662987, 1e-10),
+], ids=["sgd", "sgd_wd", "momentum", "nesterov", "adam"])
+def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed):
+    """Two steps on a scalar parameter land on values worked out on paper (see the comment above)."""
+    params = [Parameter(np.array([1.0]), "p"), Parameter(np.array([0.0]), "unused")]
+    if packed:
+        pack(params, np.dtype(np.float64))
+    optimizer = opt()
+    for g, expected in ((0.5, p1), (-0.25, p2)):
+        params[0].grad[...] = g
+        params[1].grad[...] = 0.0
+        optimizer.step(params)
+        np.testing.assert_allclose(params[0].value, [expected], rtol=rtol)
