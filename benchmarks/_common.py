@@ -152,6 +152,63 @@ class ForwardFloor:
         return times
 
 
+def machine_probe(n: int = 235_146, reps: int = 300) -> dict[str, float]:
+    """How fast this machine is right now, on small fixed pieces of an epoch's work.
+
+    ``gemm_gflops``: the training products of 100 batches of 128 rows through the
+    reference network 784-256-128-10 (best of 3); ``gemm_1thread_gflops`` the same with
+    one BLAS thread (needs threadpoolctl, else None). ``elementwise_us``: fastest of ``reps``
+    runs of 4 float32 ufunc passes over ``n`` elements (the reference network's parameter
+    count: about one optimizer step). ``copy_gbs``: read+write bandwidth of a 64 MB copy.
+    ``python_us``: 1000 calls of a small Python function (interpreter speed).
+
+    On a shared host, spells of tens of seconds happen when one of the two CPUs is
+    slowed from outside (invisible in /proc/stat): 2-thread GEMMs drop by a third
+    (179 -> 136 GFLOP/s here) while 1-thread GEMMs and elementwise work do not move, and
+    an nnlib epoch, whose many small products wait on the slow thread, takes up to twice
+    as long. The workers run this before and after their workload, and the scripts re-run a
+    worker whose ``gemm_gflops`` fell well below the best of the run (:func:`rerun_slow`).
+    """
+    gemm = TrainingFloor(layer_dims(784, (256, 128), 10), [128] * 100)
+    gemm_gflops = gemm.flops / min(gemm.sample(3)) / 1e9
+    gemm_1thread = None
+    try:  # the same with one BLAS thread: the ratio shows whether both CPUs are really there
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            gemm_1thread = gemm.flops / min(gemm.sample(2)) / 1e9
+    except ImportError:
+        pass
+    del gemm
+    rng = np.random.default_rng(0)
+    a = rng.random(n, dtype=np.float32) + np.float32(0.5)
+    b, c = a.copy(), a.copy()
+
+    def passes() -> None:
+        np.multiply(a, 0.9, out=b)
+        np.add(b, a, out=b)
+        np.sqrt(b, out=c)
+        np.divide(a, c, out=c)
+
+    elementwise = min(time_calls(passes, reps, warmup=20))
+    big = np.ones(16 * 2**20, np.float32)
+    dst = np.empty_like(big)
+    copy = min(time_calls(lambda: np.copyto(dst, big), 8, warmup=2))
+
+    def calls() -> None:
+        f = _tiny_function
+        for i in range(1000):
+            f(i)
+
+    python = min(time_calls(calls, 50, warmup=5))
+    return {"gemm_gflops": gemm_gflops, "gemm_1thread_gflops": gemm_1thread, "elementwise_us": elementwise * 1e6,
+            "copy_gbs": 2 * 64 * MB / copy / 1e9, "python_us": python * 1e6}
+
+
+def _tiny_function(i: int) -> int:
+    return i + 1
+
+
 def time_calls(fn, count: int, warmup: int = 1) -> list[float]:
     """Seconds of ``count`` calls of ``fn()``, after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -234,13 +291,19 @@ def reset_peak_rss() -> bool:
 
 
 # -- processes ------------------------------------------------------------------------
-def spawn_worker(script: str | Path, spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+def spawn_worker(script: str | Path, spec: dict[str, Any], timeout: float = 1800,
+                 quiet_wait: float = 0.0) -> dict[str, Any]:
     """Run ``python script --worker '<spec as JSON>'``; return the JSON of its last stdout line.
+
+    With ``quiet_wait`` > 0, first wait up to that many seconds for the other processes
+    on the machine to go quiet (:func:`wait_for_quiet`).
 
     On a crash or a missing result, returns ``{"error": ...}`` with the tail of stderr
     instead of raising, so one broken workload does not lose the others.
     """
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
+    waited = wait_for_quiet(quiet_wait) if quiet_wait > 0 else 0.0
+    monitor = CpuMonitor()
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -252,8 +315,129 @@ def spawn_worker(script: str | Path, spec: dict[str, Any], timeout: float = 1800
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         return {"error": f"worker exited with code {proc.returncode}:\n{tail}", "spec": spec}
     result = json.loads(lines[-1])
+    result["spec"] = spec
     result["worker_wall_s"] = wall
+    result["other_cpus"] = monitor.other_cpus()
+    result["waited_for_quiet_s"] = waited
     return result
+
+
+def run_worker(script: str | Path, spec: dict[str, Any], quiet_wait: float = 0.0, busy_retries: int = 0,
+               timeout: float = 1800) -> dict[str, Any]:
+    """:func:`spawn_worker`, run again (up to ``busy_retries`` times) when other processes
+    kept more than ``BUSY_CPUS`` CPUs busy during it: such a run measures the competition.
+
+    The discarded runs' figures stay in the result under ``"discarded_busy_runs"``.
+    """
+    discarded = []
+    while True:
+        result = spawn_worker(script, spec, timeout=timeout, quiet_wait=quiet_wait)
+        others = result.get("other_cpus")
+        if "error" in result or others is None or others <= BUSY_CPUS or len(discarded) >= busy_retries:
+            break
+        progress(f"  other processes kept {others:.2f} CPUs busy during this run: running it again")
+        discarded.append({k: result.get(k) for k in ("other_cpus", "epoch_times", "floor_s", "waited_for_quiet_s")})
+    if discarded:
+        result["discarded_busy_runs"] = discarded
+    return result
+
+
+SLOW_FACTOR = 1.12  # a worker whose probe GEMM speed is below best / SLOW_FACTOR ran in a slow spell
+
+
+def probe_gflops(result: dict[str, Any]) -> float | None:
+    """The slower of a worker's before/after probe GEMM speeds (None if absent)."""
+    values = [result[k]["gemm_gflops"] for k in ("probe_before", "probe_after") if result.get(k)]
+    return min(values) if values else None
+
+
+PARALLEL_MIN = 0.8  # n BLAS threads slower than 0.8 * n times one thread: a CPU is slowed from outside
+
+
+def _parallel_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, _blas_threads() or 1))
+
+
+def reading_slow(reading: dict[str, Any], best: float, threads: int) -> bool:
+    """Whether one machine-probe reading shows a slow spell: GEMMs well below the run's
+    best, or several BLAS threads hardly faster than one."""
+    if reading["gemm_gflops"] < best / SLOW_FACTOR:
+        return True
+    one = reading.get("gemm_1thread_gflops")
+    return bool(threads > 1 and one and reading["gemm_gflops"] / one < PARALLEL_MIN * threads)
+
+
+def worker_slow(result: dict[str, Any], best: float, threads: int) -> bool:
+    return any(reading_slow(result[k], best, threads) for k in ("probe_before", "probe_after") if result.get(k))
+
+
+def gemm_probe_in_subprocess() -> dict[str, Any] | None:
+    """:func:`machine_probe`'s GEMM figures, in a fresh process so that this process's
+    BLAS threads stay asleep."""
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import _common as C; "
+            "p = C.machine_probe(reps=1); print(json.dumps(p))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent)],
+                              capture_output=True, text=True, timeout=120)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def wait_for_fast(best: float, threads: int, max_wait: float, pause: float = 5.0) -> float:
+    """Wait until a probe no longer shows a slow spell (:func:`reading_slow`); give up after
+    ``max_wait`` seconds. Returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        reading = gemm_probe_in_subprocess()
+        if reading is None or not reading_slow(reading, best, threads):
+            break
+        time.sleep(pause)
+    return time.perf_counter() - t0
+
+
+def rerun_slow(script: str | Path, runs: dict[Any, list[dict[str, Any]]], quiet_wait: float, retries: int,
+               timeout: float = 1800, slow_wait: float = 180.0) -> int:
+    """Re-run, in place, workers that ran while the host was in a slow spell.
+
+    A worker is slow when one of its probe readings (:func:`machine_probe`, before and
+    after the workload) has GEMMs below the fastest reading of the run divided by
+    ``SLOW_FACTOR``, or its BLAS threads together hardly faster than one (below
+    ``PARALLEL_MIN`` times their number). Before a re-run it waits, up to ``slow_wait``
+    seconds, for the spell to end (:func:`wait_for_fast`); it re-runs up to ``retries``
+    times and keeps the run with the faster probe GEMMs: the choice depends only on the
+    probe, never on the figures measured. Discarded runs stay under
+    ``"discarded_slow_runs"``. Returns the number of re-runs.
+    """
+    speeds = [r[k]["gemm_gflops"] for rs in runs.values() for r in rs if "error" not in r
+              for k in ("probe_before", "probe_after") if r.get(k)]
+    if not speeds or retries <= 0:
+        return 0
+    best, count, threads = max(speeds), 0, _parallel_threads()  # best: what the machine can do
+    for key, rs in runs.items():
+        for i, res in enumerate(rs):
+            for _ in range(retries):
+                if "error" in res or not worker_slow(res, best, threads):
+                    break
+                speed = probe_gflops(res) or 0.0
+                progress(f"re-running {key}: its probe GEMMs ran at {speed:.0f} GFLOP/s "
+                         f"(the run's best {best:.0f}): a slow spell of the host")
+                waited = wait_for_fast(best, threads, slow_wait)
+                if waited > 1:
+                    progress(f"  waited {waited:.0f} s for the spell to end")
+                new = run_worker(script, res["spec"], quiet_wait, busy_retries=1, timeout=timeout)
+                count += 1
+                new_speed = probe_gflops(new) if "error" not in new else None
+                keep, drop = (new, res) if new_speed is not None and new_speed > speed else (res, new)
+                slim = {k: drop.get(k) for k in ("probe_before", "probe_after", "epoch_times", "floor_s", "other_cpus")}
+                keep.setdefault("discarded_slow_runs", []).extend([*drop.get("discarded_slow_runs", []), slim])
+                res = rs[i] = keep
+                progress(f"  kept the {'new' if keep is new else 'first'} run "
+                         f"(probe GEMMs {probe_gflops(keep) or 0:.0f} GFLOP/s)")
+                if new_speed is not None:
+                    best = max(best, new.get("probe_before", {}).get("gemm_gflops", 0),
+                               new.get("probe_after", {}).get("gemm_gflops", 0))
+    return count
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -301,12 +485,151 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     info["blas"] = _blas_info()
+    info["code"] = _code_version()
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var):
             info[var] = os.environ[var]
-    if hasattr(os, "getloadavg"):
-        info["loadavg_at_start"] = [round(v, 2) for v in os.getloadavg()]
     return info
+
+
+BUSY_CPUS = 0.25  # other processes' average CPU use above which figures are likely disturbed
+
+
+class CpuMonitor:
+    """How many CPUs *other* processes kept busy since creation (Linux; else None).
+
+    Reads all CPUs' busy time (/proc/stat, steal included) and subtracts this
+    process's and its finished children's CPU time: what is left is the competition
+    our BLAS threads met. A worker's own 2-thread BLAS makes the load average useless
+    for this, which is why it is not used.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+        busy = (total - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))
+        return time.perf_counter(), busy, own
+
+    def other_cpus(self) -> float | None:
+        end = self._read()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        wall = end[0] - self.start[0]
+        return max(0.0, ((end[1] - self.start[1]) - (end[2] - self.start[2])) / wall)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15, probe: float = 1.0) -> float:
+    """Wait until other processes use under ``threshold`` CPUs over ``probe`` seconds.
+
+    Returns the seconds waited; gives up (and returns) after ``max_wait`` seconds. On a
+    shared machine other jobs come in bursts, and a worker started in a burst measures
+    the burst.
+    """
+    t0 = time.perf_counter()
+    while True:
+        monitor = CpuMonitor()
+        time.sleep(probe)
+        others = monitor.other_cpus()
+        waited = time.perf_counter() - t0
+        if others is None or others < threshold or waited >= max_wait:
+            return waited
+
+
+def probe_text(result: dict[str, Any]) -> str:
+    """Before/after figures of :func:`machine_probe`, for progress lines."""
+    b, a = result.get("probe_before"), result.get("probe_after")
+    if not b or not a:
+        return ""
+    return (f"probe GEMM {b['gemm_gflops']:.0f}/{a['gemm_gflops']:.0f} GFLOP/s, "
+            f"elementwise {b['elementwise_us']:.0f}/{a['elementwise_us']:.0f} us, "
+            f"copy {b['copy_gbs']:.0f}/{a['copy_gbs']:.0f} GB/s, python {b['python_us']:.0f}/{a['python_us']:.0f} us")
+
+
+def probe_line(results: Sequence[dict[str, Any]]) -> str:
+    """The memory probe over all workers, for the report."""
+    ew = [r[k]["elementwise_us"] for r in results for k in ("probe_before", "probe_after") if r.get(k)]
+    cp = [r[k]["copy_gbs"] for r in results for k in ("probe_before", "probe_after") if r.get(k)]
+    py = [r[k]["python_us"] for r in results for k in ("probe_before", "probe_after") if r.get(k)]
+    gf = [r[k]["gemm_gflops"] for r in results for k in ("probe_before", "probe_after") if r.get(k)]
+    sp = [r[k]["gemm_gflops"] / r[k]["gemm_1thread_gflops"] for r in results for k in ("probe_before", "probe_after")
+          if r.get(k) and r[k].get("gemm_1thread_gflops")]
+    if not ew:
+        return ""
+    return (f"Machine probe (before and after each worker, see machine_probe in _common.py): reference GEMMs "
+            f"{statistics.median(gf):.0f} GFLOP/s (range {min(gf):.0f}-{max(gf):.0f}"
+            + (f"; {statistics.median(sp):.2f}× one BLAS thread, range {min(sp):.2f}-{max(sp):.2f}" if sp else "")
+            + "), 4 elementwise passes over "
+            f"235k floats {statistics.median(ew):.0f} us (range {min(ew):.0f}-{max(ew):.0f}), "
+            f"64 MB copy {statistics.median(cp):.0f} GB/s (range {min(cp):.0f}-{max(cp):.0f}), "
+            f"1000 Python calls {statistics.median(py):.0f} us (range {min(py):.0f}-{max(py):.0f}).")
+
+
+def busy_note(results: Sequence[dict[str, Any]]) -> str:
+    """Lines for the report when other processes competed for the CPUs or the host was slow, else ''."""
+    notes = []
+    seen = [r["other_cpus"] for r in results if r.get("other_cpus") is not None]
+    if seen and max(seen) > BUSY_CPUS:
+        notes.append(f"NOTE: other processes kept {statistics.median(seen):.2f} CPUs busy on average per worker "
+                     f"(max {max(seen):.2f}) of {os.cpu_count()}: with a 2-thread BLAS this slows the products "
+                     "most; treat the ratios with care and rerun on a quiet machine.")
+    readings = [r[k] for r in results for k in ("probe_before", "probe_after") if r.get(k)]
+    if readings:
+        best = max(p["gemm_gflops"] for p in readings)
+        threads = _parallel_threads()
+        slow = [r for r in results if worker_slow(r, best, threads)]
+        speedups = [p["gemm_gflops"] / p["gemm_1thread_gflops"] for p in readings if p.get("gemm_1thread_gflops")]
+        if slow:
+            notes.append(f"NOTE: {len(slow)} of {len(results)} worker(s) ran in a slow spell of the host (see the "
+                         "machine probe line), even after any re-runs; their ratios are pessimistic, "
+                         "nnlib's most (its many small products wait on the slowed BLAS thread).")
+        if threads > 1 and speedups and statistics.median(speedups) < PARALLEL_MIN * threads:
+            notes.append(f"NOTE: {threads} BLAS threads were only {statistics.median(speedups):.2f}× as fast as one "
+                         "(median of the probes): the host was slow during most of this run; rerun later.")
+    return "\n".join(notes)
+
+
+def _blas_threads() -> int | None:
+    try:
+        import threadpoolctl
+
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        return pools[0]["num_threads"] if pools else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _code_version() -> dict[str, Any]:
+    """nnlib's version and, in a git checkout, the commit and whether nnlib/ has local changes."""
+    out: dict[str, Any] = {}
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        import nnlib
+
+        out["nnlib"] = getattr(nnlib, "__version__", "?")
+        out["nnlib_path"] = str(Path(nnlib.__file__).resolve().parent)
+        if Path(out["nnlib_path"]) != repo / "nnlib":  # e.g. PYTHONPATH points at another copy
+            return out
+    except ImportError:
+        pass
+    try:
+        out["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                                       text=True, timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--", "nnlib"], cwd=repo, capture_output=True,
+                                text=True, timeout=10).stdout
+        out["nnlib_dirty"] = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def _blas_info() -> str:
@@ -329,10 +652,12 @@ def _blas_info() -> str:
 
 def machine_line(info: dict[str, Any]) -> str:
     cpus = info.get("cpus_usable", info.get("cpu_count"))
-    load = info.get("loadavg_at_start")
+    code = info.get("code", {})
+    commit = code.get("commit")
+    where = (f"; nnlib at {commit}{' + local changes' if code.get('nnlib_dirty') else ''}" if commit
+             else f"; nnlib from {code['nnlib_path']}" if code.get("nnlib_path") else "")
     return (f"Machine: {info.get('cpu_model', platform.machine())}, {cpus} CPUs usable; "
-            f"Python {info['python']}, NumPy {info['numpy']}, BLAS {info['blas']}"
-            + (f"; load average at start {load[0]:.2f}" if load else ""))
+            f"Python {info['python']}, NumPy {info['numpy']}, BLAS {info['blas']}" + where)
 
 
 # -- tables ---------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -68,7 +67,11 @@ QUICK_ROWS = (6000, 2000)  # train, test rows in --quick mode
 
 # -- data -----------------------------------------------------------------------------
 def load_data(random_data: bool, train_rows: int | None, test_rows: int | None, seed: int = 0):
-    """Fashion-MNIST, or random data of the same shape; returns (x, y, x_test, y_test, source)."""
+    """Fashion-MNIST, or random data of the same shape.
+
+    Returns (x, y, x_test, y_test, source, loaded_mb): ``loaded_mb`` counts the arrays as
+    loaded, before any subset is taken (copies, so the full arrays are freed).
+    """
     source = "fashion-mnist"
     if not random_data:
         from nnlib.datasets import load_fashion_mnist
@@ -84,11 +87,12 @@ def load_data(random_data: bool, train_rows: int | None, test_rows: int | None, 
         xt = rng.random((10000, INPUT_DIM), dtype=np.float32)
         y = rng.integers(0, N_CLASSES, 60000, dtype=np.int64)
         yt = rng.integers(0, N_CLASSES, 10000, dtype=np.int64)
+    loaded_mb = (x.nbytes + y.nbytes + xt.nbytes + yt.nbytes) / C.MB
     if train_rows:
         x, y = x[:train_rows].copy(), y[:train_rows].copy()
     if test_rows:
         xt, yt = xt[:test_rows].copy(), yt[:test_rows].copy()
-    return x, y, xt, yt, source
+    return x, y, xt, yt, source, loaded_mb
 
 
 # -- the workloads, each run inside a worker --------------------------------------------
@@ -164,19 +168,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {"workload": workload, "spec": spec, "rss_after_imports_mb": C.rss_mb()}
     t0 = time.perf_counter()
-    x, y, xt, yt, source = load_data(spec["random_data"], spec.get("train_rows"), spec.get("test_rows"))
+    x, y, xt, yt, source, loaded_mb = load_data(spec["random_data"], spec.get("train_rows"), spec.get("test_rows"))
     out.update(data=source, load_s=time.perf_counter() - t0, train_rows=len(x), test_rows=len(xt))
-    data_mb = (x.nbytes + y.nbytes + xt.nbytes + yt.nbytes) / C.MB
-    out.update(data_mb=data_mb, rss_after_load_mb=C.rss_mb())
+    data_mb = (x.nbytes + y.nbytes + xt.nbytes + yt.nbytes) / C.MB  # what training and evaluation use
+    out.update(data_mb=data_mb, loaded_data_mb=loaded_mb, rss_after_load_mb=C.rss_mb())
 
+    # Memory, step 1: the peak so far (imports, loading) before the benchmark's own arrays.
+    load_peak = C.ru_maxrss_mb()
     dims = C.layer_dims(INPUT_DIM, HIDDEN, N_CLASSES)
     batches = C.epoch_batch_sizes(len(x), spec["batch_size"])
+    out["probe_before"] = C.machine_probe()
     floor = C.TrainingFloor(dims, batches)
     n_floor = spec["floor_samples"]
     floor_times = floor.sample((n_floor + 1) // 2)
-    del floor  # its buffers are not part of the training's memory
+    del floor  # freed: not part of the training's memory
 
-    peak_before_fit = C.ru_maxrss_mb()
+    # Step 2: reset the high-water mark, so it covers only fit, evaluation and predict.
     reset_ok = C.reset_peak_rss()
     if library == "nnlib":
         epoch_times, predict, accuracy, loss = train_nnlib(optimizer, x, y, spec["epochs"], spec["batch_size"],
@@ -186,16 +193,19 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             optimizer, x, y, spec["epochs"], spec["batch_size"])
     fit_peak = C.hwm_mb() if reset_ok else None
 
-    floor = C.TrainingFloor(dims, batches)
-    floor_times += floor.sample(n_floor // 2)
-    del floor
-
     out["test_accuracy"] = accuracy(xt, yt)
     out["final_train_loss"] = loss
     predict_times = C.time_calls(lambda: predict(xt), spec["predict_samples"])
+    # Step 3: the library's work ends here, before the benchmark allocates more floors.
+    peak_rss = max(load_peak, C.hwm_mb() if reset_ok else C.ru_maxrss_mb())
+
+    floor = C.TrainingFloor(dims, batches)
+    floor_times += floor.sample(n_floor // 2)
+    del floor
     pfloor = C.ForwardFloor(dims, len(xt), x=xt)
     predict_floor_times = pfloor.sample(spec["predict_samples"])
     del pfloor
+    out["probe_after"] = C.machine_probe()
 
     timed = epoch_times[1:] or epoch_times  # epochs 2..N
     fl = C.summarize(floor_times)
@@ -212,12 +222,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         predict_floor_s=C.summarize(predict_floor_times),
         predict_ratio=min(predict_times) / min(predict_floor_times),
         predict_ratio_median=statistics.median(predict_times) / statistics.median(predict_floor_times),
-        # ru_maxrss before the reset covers loading; after it, the rest of the run
-        peak_rss_mb=max(peak_before_fit, C.ru_maxrss_mb()),
+        peak_rss_mb=peak_rss,
         fit_peak_rss_mb=fit_peak,
         n_batches=len(batches),
     )
-    out["peak_over_data_mb"] = out["peak_rss_mb"] - data_mb
+    out["peak_over_data_mb"] = out["peak_rss_mb"] - loaded_mb
     out["fit_peak_over_data_mb"] = None if fit_peak is None else fit_peak - data_mb
     return out
 
@@ -237,15 +246,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
     for round_ in range(args.repeats):
         for w in workloads:  # round-robin: noise spreads over all workloads alike
             C.progress(f"[round {round_ + 1}/{args.repeats}] {w} ...")
-            res = C.spawn_worker(__file__, {**spec_base, "workload": w})
+            res = C.run_worker(__file__, {**spec_base, "workload": w}, args.quiet_wait, args.busy_retries)
+            if res.get("waited_for_quiet_s", 0) > 1.5:
+                C.progress(f"  (waited {res['waited_for_quiet_s']:.0f} s for other processes to go quiet)")
             if "error" in res:
                 C.progress(f"  {w} FAILED: {res['error']}")
             else:
                 C.progress(f"  {w}: epochs {' '.join(f'{t:.3f}' for t in res['epoch_times'])} s, "
-                           f"floor min {res['floor_s']['min']:.3f} s, acc {res['test_accuracy']:.4f}")
+                           f"floor min {res['floor_s']['min']:.3f} s, acc {res['test_accuracy']:.4f}, "
+                           f"other processes' CPUs {C.fmt(res['other_cpus'], 2)}; {C.probe_text(res)}")
             results[w].append(res)
+    C.rerun_slow(__file__, results, args.quiet_wait, args.busy_retries, slow_wait=args.slow_wait)
     total = time.perf_counter() - t_start
-    info["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
 
     ok = {w: [r for r in rs if "error" not in r] for w, rs in results.items()}
     summary = {w: _summarize_workload(rs) for w, rs in ok.items() if rs}
@@ -300,7 +312,9 @@ def _report(summary, runs, info, epochs, args, total) -> str:
         f"(medians over the {len(floors_min)} workers; fastest seen {min(floors_min):.3f} s, "
         f"slowest worker's fastest {max(floors_min):.3f} s). "
         f"Predict floor ({first['test_rows']} rows, 3 products): {statistics.median(pfloor) * 1e3:.1f} ms.")
-    lines.append(f"Data: {first['data_mb']:.0f} MB loaded; peak RSS {_mem_line(summary)}.")
+    lines.append(f"Data: {first['loaded_data_mb']:.0f} MB loaded"
+                 + (f", {first['data_mb']:.0f} MB used" if first["data_mb"] != first["loaded_data_mb"] else "")
+                 + f"; peak RSS {_mem_line(summary)}.")
     sk = {o: (summary.get(f"nnlib-{o}"), summary.get(f"sklearn-{o}")) for o in ("adam", "momentum")}
     speed = [f"{o}: nnlib {s_[1]['epoch_median_s'] / s_[0]['epoch_median_s']:.2f}× as fast as sklearn"
              for o, s_ in sk.items() if s_[0] and s_[1]]
@@ -310,7 +324,11 @@ def _report(summary, runs, info, epochs, args, total) -> str:
     if val:
         lines.append(f"sklearn epochs are partial_fit calls; each includes ~{statistics.median(val) * 1e3:.0f} ms "
                      "of input validation that one fit() call would do once.")
+    lines.append(C.probe_line([r for rs in runs.values() for r in rs]))
     lines.append(C.machine_line(info) + f". Total wall time {total:.0f} s.")
+    note = C.busy_note([r for rs in runs.values() for r in rs if "error" not in r])
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -318,7 +336,7 @@ def _mem_line(summary) -> str:
     parts = []
     for w, s in summary.items():
         fit = s.get("fit_peak_over_data_mb")
-        parts.append(f"{w} {s['peak_rss_mb']:.0f} MB" + (f" (during fit alone: data + {fit:.0f} MB)"
+        parts.append(f"{w} {s['peak_rss_mb']:.0f} MB" + (f" (during fit alone: data used + {fit:.0f} MB)"
                                                           if fit is not None else ""))
     return "; ".join(parts)
 
@@ -330,7 +348,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
                 metrics=not args.no_metrics, floor_samples=2, predict_samples=3)
     t0 = time.perf_counter()
     C.progress(f"nnlib-adam, {ACCURACY_EPOCHS} epochs ...")
-    res = C.spawn_worker(__file__, spec)
+    res = C.run_worker(__file__, spec, args.quiet_wait, args.busy_retries)
     if "error" in res:
         print(f"FAILED: {res['error']}")
         return 1
@@ -354,7 +372,7 @@ def run_profile(args: argparse.Namespace) -> int:
     import cProfile
     import pstats
 
-    x, y, _, _, source = load_data(args.random_data, QUICK_ROWS[0] if args.quick else args.train_rows, None)
+    x, y, _, _, source, _ = load_data(args.random_data, QUICK_ROWS[0] if args.quick else args.train_rows, None)
     model = _nnlib_model(args.profile, not args.no_metrics)
     model.fit(x, y, epochs=1, batch_size=args.batch_size, tol=None, verbose=0)  # warm-up: buffers and state
     epochs = max(1, (2 if args.quick else args.epochs) - 1)
@@ -389,8 +407,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("adam", "momentum"), help="cProfile nnlib epochs in this process")
     p.add_argument("--profile-top", type=int, default=15, help="entries shown by --profile")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_fit*.json)")
+    p.add_argument("--quiet-wait", type=float, default=None,
+                   help="before each worker, wait up to this many seconds for other processes to go quiet "
+                        "(0: don't; default 60, 0 with --quick)")
+    p.add_argument("--busy-retries", type=int, default=None,
+                   help="run a worker again, up to this many times, when other processes kept more than "
+                        f"{C.BUSY_CPUS} CPUs busy during it, or when its machine probe shows a slow spell of the "
+                        f"host (GEMMs slower than the run's best / {C.SLOW_FACTOR}) (default 1, 0 with --quick)")
+    p.add_argument("--slow-wait", type=float, default=180.0,
+                   help="before re-running a worker caught in a slow spell, wait up to this many seconds "
+                        "for the spell to end (default 180)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 60.0
+    if args.busy_retries is None:
+        args.busy_retries = 0 if args.quick else 1
     bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad:
         p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")

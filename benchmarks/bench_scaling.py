@@ -3,10 +3,11 @@
 What is measured
 ----------------
 nnlib trains an MLP 784-w-(w/2)-10 (ReLU, softmax cross-entropy, ``Adam(lr=1e-3)``,
-float32) on random data (20000 rows of 784 uniform [0, 1) features, 10 random classes by
-default: the timing of dense layers does not depend on the values, and a subset keeps the
-run short). The second hidden layer is half the first, so width 256 is the reference
-network 784-256-128-10 of ``bench_fit.py``. Two sweeps:
+float32, ``metrics=["accuracy"]`` as in ``bench_fit.py``) on random data: by default 20000
+rows of 784 uniform [0, 1) features and 10 random classes (the timing of dense layers does
+not depend on the values, and a subset of Fashion-MNIST's 60000 rows keeps the run short).
+The second hidden layer is half the first, so width 256 is the reference network
+784-256-128-10 of ``bench_fit.py``. Two sweeps:
 
 * hidden width w in 64, 128, 256, 512, 1024, 2048 at batch 128;
 * batch size in 32, 64, 128, 256, 512, 1024 at width 256.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -68,6 +68,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     hidden = hidden_for(width)
     dims = C.layer_dims(INPUT_DIM, hidden, N_CLASSES)
     batches = C.epoch_batch_sizes(rows, batch)
+    probe_before = C.machine_probe()
     floor = C.TrainingFloor(dims, batches)
     n_floor = spec["floor_samples"]
     floor_times = floor.sample((n_floor + 1) // 2)
@@ -90,7 +91,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "floor_s": fl, "floor_flops": flops, "floor_gflops": flops / fl["min"] / 1e9,
         "ratio_min": min(timed) / fl["min"], "ratio_median": statistics.median(timed) / fl["median"],
         "overhead_per_step_ms": (statistics.median(timed) - fl["median"]) / len(batches) * 1e3,
-        "peak_rss_mb": C.ru_maxrss_mb(),
+        "probe_before": probe_before, "probe_after": C.machine_probe(),
     }
 
 
@@ -108,13 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="epochs per point; figures use epochs 2..N (default 3)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians over rounds (default 1)")
     p.add_argument("--floor-samples", type=int, default=3, help="GEMM floor samples per point (default 3)")
-    p.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=WIDTHS,
+    p.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",") if v.strip()), default=WIDTHS,
                    help="comma-separated hidden widths (default %(default)s)")
-    p.add_argument("--batches", type=lambda s: tuple(int(v) for v in s.split(",")), default=BATCHES,
+    p.add_argument("--batches", type=lambda s: tuple(int(v) for v in s.split(",") if v.strip()), default=BATCHES,
                    help="comma-separated batch sizes (default %(default)s)")
-    p.add_argument("--metrics", action="store_true", help="compile with metrics=['accuracy'] (default: none)")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="compile without metrics=['accuracy'] (skips the per-batch training accuracy)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2048 rows, 2 epochs, 2 floor samples")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_scaling[_quick].json)")
+    p.add_argument("--quiet-wait", type=float, default=None,
+                   help="before each worker, wait up to this many seconds for other processes to go quiet "
+                        "(0: don't; default 60, 0 with --quick)")
+    p.add_argument("--busy-retries", type=int, default=None,
+                   help="run a worker again, up to this many times, when other processes kept more than "
+                        f"{C.BUSY_CPUS} CPUs busy during it, or when its machine probe shows a slow spell of the "
+                        f"host (GEMMs slower than the run's best / {C.SLOW_FACTOR}) (default 1, 0 with --quick)")
+    p.add_argument("--slow-wait", type=float, default=180.0,
+                   help="before re-running a worker caught in a slow spell, wait up to this many seconds "
+                        "for the spell to end (default 180)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -125,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.quick:
         args.rows, args.epochs, args.floor_samples = 2048, 2, 2
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 60.0
+    if args.busy_retries is None:
+        args.busy_retries = 0 if args.quick else 1
 
-    base = {"rows": args.rows, "epochs": args.epochs, "floor_samples": args.floor_samples, "metrics": args.metrics}
+    base = {"rows": args.rows, "epochs": args.epochs, "floor_samples": args.floor_samples,
+            "metrics": not args.no_metrics}
     info = C.machine_info()
     todo = points(args.widths, args.batches)
     t0 = time.perf_counter()
@@ -135,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         for pt in todo:
             C.progress(f"[round {round_ + 1}/{args.repeats}] {pt['sweep']} sweep: width {pt['width']}, "
                        f"batch {pt['batch_size']} ...")
-            res = C.spawn_worker(__file__, {**base, **pt})
+            res = C.run_worker(__file__, {**base, **pt}, args.quiet_wait, args.busy_retries)
+            if res.get("waited_for_quiet_s", 0) > 1.5:
+                C.progress(f"  (waited {res['waited_for_quiet_s']:.0f} s for other processes to go quiet)")
             if "error" in res:
                 C.progress(f"  FAILED: {res['error']}")
             else:
                 C.progress(f"  epochs {' '.join(f'{t:.3f}' for t in res['epoch_times'])} s, "
-                           f"floor min {res['floor_s']['min']:.3f} s -> {res['ratio_min']:.2f}× floor")
+                           f"floor min {res['floor_s']['min']:.3f} s -> {res['ratio_min']:.2f}× floor; "
+                           f"other processes' CPUs {C.fmt(res['other_cpus'], 2)}; {C.probe_text(res)}")
             runs.setdefault((pt["sweep"], pt["width"], pt["batch_size"]), []).append(res)
+    C.rerun_slow(__file__, runs, args.quiet_wait, args.busy_retries, slow_wait=args.slow_wait)
     total = time.perf_counter() - t0
-    info["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
 
     summary = []
     for (sweep, width, batch), rs in runs.items():
@@ -175,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                          C.fmt(s["ratio_median"], 2), C.fmt(s["overhead_per_step_ms"], 2)])
         if rows:
             print(C.markdown_table(head, rows) + "\n")
+    print(C.probe_line([r for rs in runs.values() for r in rs if "error" not in r]))
     print(C.machine_line(info) + f". Total wall time {total:.0f} s.")
+    note = C.busy_note([r for rs in runs.values() for r in rs if "error" not in r])
+    if note:
+        print(note)
     out = Path(args.out) if args.out else C.RESULTS_DIR / ("bench_scaling_quick.json" if args.quick
                                                            else "bench_scaling.json")
     C.write_json(out, {"benchmark": "bench_scaling", "argv": sys.argv[1:], "settings": base,
