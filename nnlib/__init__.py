@@ -6,7 +6,16 @@
 """
 
 from . import callbacks, data, functional, initializers, losses, metrics, optimizers
-from .callbacks import Callback, ConvergenceStop, History, ProgressLogger
+from .callbacks import (
+    Callback,
+    ConvergenceStop,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    ModelCheckpoint,
+    ProgressLogger,
+    TerminateOnNaN,
+)
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
 from .layers import Dense, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
@@ -40,6 +49,10 @@ __all__ = [
     "History",
     "ConvergenceStop",
     "ProgressLogger",
+    "ModelCheckpoint",
+    "EarlyStopping",
+    "TerminateOnNaN",
+    "CSVLogger",
     "GradCheckResult",
     "check_gradients",
     "check_symbolic",

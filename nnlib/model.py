@@ -19,7 +19,7 @@ import numpy as np
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
+from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger, TerminateOnNaN
 from .data import INIT_STREAM, check_features, check_positive_int, epoch_rng, split_indices
 from .layers import Dense, Layer
 from .parameter import Parameter, pack
@@ -331,12 +331,19 @@ class Sequential:
                     try:
                         loss, out = self._step(xb, yb)
                     except FloatingPointError as exc:
-                        raise FloatingPointError(f"epoch {epoch + 1}, batch {step + 1}: {exc}") from None
+                        guard = next((cb for cb in user_callbacks if isinstance(cb, TerminateOnNaN)), None)
+                        if guard is None or guard.raise_error:
+                            raise FloatingPointError(f"epoch {epoch + 1}, batch {step + 1}: {exc}") from None
+                        guard.handle_nonfinite(epoch, step, exc)  # stop_training, stop_reason, finite weights
+                        history.stopped_epoch = epoch
+                        break
                     figures = self._batch_figures(loss, yb, out)
                     sums = [total + size * f for total, f in zip(sums, figures)]
                     callback_list.on_batch_end(step, {"loss": loss, "size": size})
                     if interrupt.requested:
                         break
+                if self.stop_training and history.stopped_epoch == epoch:  # TerminateOnNaN stopped mid-epoch
+                    break
                 if interrupt.requested:  # the unfinished epoch is not logged
                     self.stop_training = True
                     self.stop_reason = (f"interrupted (Ctrl-C) in epoch {epoch + 1} after batch {step + 1}; "

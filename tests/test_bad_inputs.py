@@ -210,6 +210,36 @@ CASES = [
 ]
 
 
+# Issue 5: bad model files (the table and the file crafting live in test_saving.py). load_model
+# must refuse each with a ValueError naming the problem; load_weights likewise, leaving "clf" as it was.
+from test_saving import BAD_FILES, load_bad  # noqa: E402
+
+CASES += [(f"load_model_{cid}", None, lambda m, cid=cid: load_bad(cid), ValueError, want)
+          for cid, _, want, _ in BAD_FILES]
+CASES += [(f"load_weights_{cid}", "clf", lambda m, cid=cid: load_bad(cid, m), ValueError,
+           want if weights_want == "same" else weights_want)
+          for cid, _, want, weights_want in BAD_FILES if weights_want is not None]
+CASES += [
+    ("load_model_missing_path", None, lambda m: nn.load_model("/nonexistent/model.nnlib"), FileNotFoundError,
+     r"no such model file: /nonexistent/model\.nnlib"),
+    ("load_weights_missing_path", "clf", lambda m: m.load_weights("/nonexistent/w.nnlib"), FileNotFoundError,
+     r"/nonexistent/w\.nnlib"),
+    ("load_weights_unbuilt", "lazy", lambda m: m.load_weights("/nonexistent/w.nnlib"), RuntimeError, r"not built"),
+    ("save_unbuilt", "lazy", lambda m: m.save("/nonexistent/m.nnlib"), ValueError, r"not built"),
+    ("save_into_missing_folder", "clf", lambda m: m.save("/nonexistent/m.nnlib"), FileNotFoundError, r"nonexistent"),
+    ("checkpoint_bad_mode", None, lambda m: nn.ModelCheckpoint("m.nnlib", mode="auto"), ValueError, r"mode.*'auto'"),
+    ("early_stopping_bad_patience", None, lambda m: nn.EarlyStopping(patience=-2), ValueError, r"patience.*-2"),
+    ("early_stopping_bad_min_delta", None, lambda m: nn.EarlyStopping(min_delta=-1.0), ValueError,
+     r"min_delta.*-1\.0"),
+    ("terminate_on_nan_bad_flag", None, lambda m: nn.TerminateOnNaN(raise_error=None), ValueError,
+     r"raise_error.*None"),
+    ("csv_logger_bad_path", None, lambda m: nn.CSVLogger(3.5), ValueError, r"path.*3\.5"),
+    ("fit_checkpoint_unlogged_monitor", "clf", lambda m: fit(m, callbacks=[nn.ModelCheckpoint("/nonexistent/x")]),
+     ValueError, r"'val_loss'.*available keys: \['accuracy', 'loss'\]"),
+    ("fit_early_stopping_unlogged_monitor", "reg", lambda m: fit(m, X, T, callbacks=[nn.EarlyStopping("val_mae")]),
+     ValueError, r"'val_mae'.*available keys: \['loss', 'mae'\]"),
+]
+
 @pytest.mark.parametrize("target,call,exc,match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(target, call, exc, match):
     ctx = make_context()
