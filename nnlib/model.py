@@ -523,6 +523,18 @@ class Sequential:
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, seed={self.seed}, dtype={self.dtype.name!r})"
 
+    # Pickle and deepcopy turn the parameter views into separate arrays; re-pack them
+    # into one buffer so the optimizer's flat fast path updates the real weights.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_buffers"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._params:
+            self._flat_grads = pack(self._params, self.dtype)[1]
+
 
 class _DeferredInterrupt:
     """Turn Ctrl-C during ``fit`` into a request honoured at the next step boundary.

@@ -1,7 +1,13 @@
 """Shared fixtures for the nnlib unit tests."""
 
-import numpy as np
-import pytest
+import os
+
+# scikit-learn's estimator checks exercise array-API inputs only when SciPy's array API
+# support is switched on, which must happen before SciPy is first imported.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture

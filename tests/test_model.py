@@ -488,3 +488,24 @@ def test_user_registered_loss_by_name():
     assert w[0, 0] == pytest.approx(2.0, abs=1e-3) and b[0] == pytest.approx(1.0, abs=1e-3)
     out = x @ w + b
     assert model.evaluate(x, t)["loss"] == pytest.approx(0.5 * np.mean((out - t) ** 2), rel=1e-9)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copied_model_keeps_training_its_own_weights(how):
+    """A deep-copied or unpickled model trains exactly like the original (its parameters are
+    re-packed into one buffer, so the optimizer's flat path updates the copy's real weights)."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 5)), rng.integers(0, 3, 64)
+    model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(3)], seed=0)
+    model.compile("adam", "softmax_cross_entropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    before = clone.get_weights()
+    model.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
+    clone.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
+    assert not np.array_equal(before[0], clone.get_weights()[0])
+    for a, b in zip(model.get_weights(), clone.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,386 @@
+"""scikit-learn facade: scikit-learn's own estimator checks, then ecosystem and feature tests."""
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits, load_iris, make_classification, make_multilabel_classification
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.metrics import recall_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import nnlib
+from nnlib.estimators import NeuralNetClassifier, NeuralNetRegressor, _Dropout
+from nnlib.gradcheck import check_gradients
+from nnlib.losses import SoftmaxCrossEntropy
+
+# A large step and small batches make every check's fit end by the stop rule well before
+# max_epochs (the checks fit noise labels and unscaled targets too), so no check needs a
+# ConvergenceWarning filter. The float64 twins show the float32 xfail's reason.
+_CHECKED = dict(hidden_layer_sizes=(16,), lr=0.1, batch_size=32, max_epochs=1000, tol=1e-3, n_iter_no_change=5,
+                random_state=0)
+
+
+@parametrize_with_checks(
+    [NeuralNetClassifier(**_CHECKED), NeuralNetRegressor(**_CHECKED),
+     NeuralNetClassifier(**_CHECKED, dtype="float64"), NeuralNetRegressor(**_CHECKED, dtype="float64")],
+    expected_failed_checks=lambda est: est._expected_failed_checks(),
+    xfail_strict=False,  # the float32 rounding may or may not exceed the check's 1e-7 on a given machine
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_expected_failures_are_few_and_explained():
+    for est in (NeuralNetClassifier(), NeuralNetRegressor()):
+        reasons = est._expected_failed_checks()
+        assert len(reasons) <= 3 and all(isinstance(r, str) and len(r) > 40 for r in reasons.values())
+        assert NeuralNetClassifier(dtype="float64")._expected_failed_checks() == {}
+
+
+# -- the ecosystem --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def test_pipeline_on_digits_reaches_90_percent(digits):
+    X_train, X_test, y_train, y_test = digits
+    pipe = make_pipeline(StandardScaler(), NeuralNetClassifier((64,), lr=1e-2, batch_size=64, max_epochs=100,
+                                                               random_state=0))
+    pipe.fit(X_train, y_train)
+    assert pipe.score(X_test, y_test) >= 0.9
+    clf = pipe[-1]
+    assert clf.n_iter_ < 100 and len(clf.loss_curve_) == clf.n_iter_  # the stop rule ended it
+    assert clf.best_loss_ == min(clf.loss_curve_) and clf.validation_scores_ is None
+
+
+def test_grid_search_over_hidden_sizes_and_lr():
+    X, y = load_iris(return_X_y=True)
+    grid = GridSearchCV(
+        make_pipeline(StandardScaler(), NeuralNetClassifier(batch_size=32, max_epochs=300, random_state=0)),
+        {"neuralnetclassifier__hidden_layer_sizes": [(4,), (16,)], "neuralnetclassifier__lr": [1e-3, 3e-2]},
+        cv=3,
+    )
+    with warnings.catch_warnings():  # lr=1e-3 on 100 samples is meant to be too slow for 300 epochs
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X, y)
+    assert grid.best_params_["neuralnetclassifier__lr"] == 3e-2
+    assert grid.best_score_ > 0.9
+    assert grid.cv_results_["mean_test_score"].shape == (4,)
+
+
+def test_cross_val_score_and_regressor_pipeline():
+    X, y = load_iris(return_X_y=True)
+    scores = cross_val_score(NeuralNetClassifier((16,), lr=3e-2, batch_size=32, random_state=0), X, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.9
+    reg = make_pipeline(StandardScaler(), NeuralNetRegressor((16,), lr=1e-2, batch_size=16, random_state=0))
+    r2 = cross_val_score(reg, X[:, :3], X[:, 3], cv=KFold(3, shuffle=True, random_state=0))  # petal width
+    assert r2.mean() > 0.8
+
+
+def test_clone_copies_parameters_not_the_fit():
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier((8, 4), activation=("tanh", "relu"), lr=3e-2, class_weight="balanced",
+                              random_state=3).fit(X, y)
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params()
+    assert not hasattr(twin, "model_") and not hasattr(twin, "classes_")
+
+
+# -- pickling ----------------------------------------------------------------------------------
+def test_pickle_round_trip_gives_identical_probabilities_and_training_continues():
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier((16,), lr=1e-2, batch_size=32, dropout=0.1, random_state=0).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    # Training goes on exactly as it would have without the round trip (weights, Adam moments,
+    # dropout generator and epoch count all carried over), for pickle and deepcopy alike.
+    copied = copy.deepcopy(clf)
+    before = clf.predict_proba(X)
+    for est in (clf, restored, copied):
+        est.partial_fit(X, y)
+    assert not np.array_equal(clf.predict_proba(X), before)
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(copied.predict_proba(X), clf.predict_proba(X))
+
+
+def test_pickled_training_really_updates_the_weights():
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():  # 5 epochs are meant to be too few
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = pickle.loads(pickle.dumps(NeuralNetClassifier((8,), max_epochs=5, random_state=0).fit(X, y)))
+    before = clf.model_.get_weights()
+    clf.partial_fit(X, y)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, clf.model_.get_weights()))
+
+
+def test_model_save_is_the_safe_alternative(tmp_path):
+    X, y = load_iris(return_X_y=True)
+    for clf in (NeuralNetClassifier((8,), lr=3e-2, batch_size=32, random_state=0),
+                NeuralNetClassifier((8,), lr=3e-2, batch_size=32, dropout=0.2, random_state=0)):
+        clf.fit(X, y)
+        clf.model_.save(tmp_path / "net.nnlib")
+        loaded = nnlib.load_model(tmp_path / "net.nnlib")
+        np.testing.assert_allclose(loaded.predict(X), clf.predict_proba(X), rtol=1e-6)
+        assert "trusted" in type(clf).__doc__ and "model_.save" in type(clf).__doc__
+
+
+# -- labels --------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [np.array(["setosa", "versicolor", "virginica"]), np.array([-7, -1, 3]),
+                                    np.array(["b", "a", "c"], dtype=object), np.array([2.0, -1.0, 30.0])])
+def test_labels_of_any_type_round_trip(labels):
+    X, codes = load_iris(return_X_y=True)
+    y = labels[codes]
+    clf = NeuralNetClassifier((16,), lr=3e-2, batch_size=32, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    pred = clf.predict(X)
+    assert pred.dtype == clf.classes_.dtype and set(pred) <= set(labels)
+    assert np.mean(pred == y) > 0.9
+    assert clf.predict_proba(X).shape == (150, 3)
+
+
+def test_binary_string_labels_and_a_single_class():
+    X, y = load_iris(return_X_y=True)
+    yb = np.where(y == 0, "yes", "no")
+    clf = NeuralNetClassifier((8,), lr=3e-2, batch_size=32, random_state=0).fit(X, yb)
+    assert clf.predict_proba(X).shape == (150, 2) and clf.score(X, yb) > 0.95
+    with pytest.raises(ValueError, match="only one class"):
+        NeuralNetClassifier().fit(X, np.full(150, "yes"))
+
+
+def test_partial_fit_with_classes_then_more_calls():
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(150)
+    clf = NeuralNetClassifier((16,), lr=1e-2, batch_size=16, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    first = order[:40]
+    clf.partial_fit(X[first], y[first], classes=[0, 1, 2])
+    assert clf.n_iter_ == 1 and list(clf.classes_) == [0, 1, 2]
+    for epoch in range(60):
+        part = order[(epoch % 3) * 50:(epoch % 3) * 50 + 50]
+        clf.partial_fit(X[part], y[part])
+    assert clf.n_iter_ == 61 and len(clf.loss_curve_) == 61
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0] and clf.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(X[:2], [0, 5])
+    with pytest.raises(ValueError, match="differs"):
+        clf.partial_fit(X[:2], [0, 1], classes=[0, 1])
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:2, :3], [0, 1])
+    with pytest.raises(ValueError, match="balanced"):
+        NeuralNetClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_regressor_partial_fit_and_output_shapes():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y2 = np.column_stack([X @ [1.0, -2.0, 0.5], X[:, 0] - X[:, 1]])
+    reg = NeuralNetRegressor((16,), lr=1e-2, batch_size=32, random_state=0)
+    assert reg.fit(X, y2[:, 0]).predict(X).shape == (200,)
+    assert reg.fit(X, y2[:, :1]).predict(X).shape == (200, 1)
+    assert reg.fit(X, y2).predict(X).shape == (200, 2) and reg.n_outputs_ == 2
+    assert reg.score(X, y2) > 0.9 and reg.predict(X).dtype == np.float64
+    inc = NeuralNetRegressor((16,), lr=1e-2, batch_size=32, random_state=0)
+    for _ in range(5):
+        inc.partial_fit(X, y2)
+    assert inc.n_iter_ == 5 and inc.loss_curve_[-1] < inc.loss_curve_[0]
+    with pytest.raises(ValueError, match="outputs"):
+        inc.partial_fit(X, y2[:, 0])
+
+
+def test_a_column_vector_of_labels_warns_and_is_used_as_1d():
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier((8,), max_epochs=3, random_state=0)
+    with pytest.warns(DataConversionWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y.reshape(-1, 1))
+    assert clf.predict(X).shape == (150,)
+
+
+# -- class weights -------------------------------------------------------------------------------
+def _imbalanced():
+    X, y = make_classification(n_samples=800, n_features=4, n_informative=2, n_redundant=0, weights=[0.9, 0.1],
+                               class_sep=0.6, flip_y=0, random_state=0)
+    return train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
+
+
+def test_balanced_class_weight_improves_minority_recall():
+    X_train, X_test, y_train, y_test = _imbalanced()
+    settings = dict(hidden_layer_sizes=(8,), lr=1e-2, batch_size=32, tol=1e-3, random_state=0)
+    plain = NeuralNetClassifier(**settings).fit(X_train, y_train)
+    balanced = NeuralNetClassifier(**settings, class_weight="balanced").fit(X_train, y_train)
+    recall_plain = recall_score(y_test, plain.predict(X_test))
+    recall_balanced = recall_score(y_test, balanced.predict(X_test))
+    assert recall_balanced > recall_plain + 0.2, (recall_plain, recall_balanced)
+
+
+def test_class_weight_is_a_weighted_mean_of_cross_entropies():
+    X_train, _, y_train, _ = _imbalanced()
+    clf = NeuralNetClassifier((4,), max_epochs=1, tol=0.0, class_weight={0: 0.5, 1: 3.0}, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X_train, y_train)
+    rows, codes, _, _ = clf._targets(y_train, first=False, partial=False, classes=None)
+    logits = np.random.default_rng(0).normal(size=rows.shape)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    w = np.where(codes == 1, 3.0, 0.5)
+    expected = np.mean(w * -log_p[np.arange(len(codes)), codes])
+    assert SoftmaxCrossEntropy().forward(logits, rows.astype(np.float64)) == pytest.approx(expected, rel=1e-6)
+    # unit weights train exactly like no weights, up to rounding
+    ones = NeuralNetClassifier((4,), lr=1e-2, batch_size=32, tol=1e-3, random_state=0, class_weight={0: 1, 1: 1})
+    none = NeuralNetClassifier((4,), lr=1e-2, batch_size=32, tol=1e-3, random_state=0)
+    np.testing.assert_allclose(ones.fit(X_train, y_train).predict_proba(X_train),
+                               none.fit(X_train, y_train).predict_proba(X_train), atol=1e-4)
+    with pytest.raises(ValueError, match="multilabel"):
+        NeuralNetClassifier(class_weight="balanced").fit(X_train[:4], [[0, 1], [1, 0], [1, 1], [0, 0]])
+
+
+# -- stopping, curves, warnings ------------------------------------------------------------------
+def test_early_stopping_fills_validation_scores_and_restores_the_best_epoch(digits):
+    X_train, _, y_train, _ = digits
+    clf = NeuralNetClassifier((32,), lr=1e-2, batch_size=64, early_stopping=True, validation_fraction=0.2,
+                              random_state=0)
+    clf.fit(X_train / 16, y_train)
+    n = clf.n_iter_
+    assert len(clf.validation_scores_) == len(clf.validation_loss_curve_) == len(clf.loss_curve_) == n
+    assert all(0 <= s <= 1 for s in clf.validation_scores_) and clf.best_validation_score_ > 0.9
+    assert clf.best_loss_ == min(clf.validation_loss_curve_)
+    best = int(np.argmin(clf.validation_loss_curve_))
+    assert clf.best_validation_score_ == clf.validation_scores_[best] and best < n - 1
+    # the restored weights are those of the best epoch: reproduce its validation loss
+    from nnlib.data import split_indices
+    _, val = split_indices(len(y_train), 0.2, clf.model_.seed, y_train)
+    val_loss = clf.model_.evaluate((X_train / 16)[val].astype(np.float32), y_train[val])["loss"]
+    assert val_loss == pytest.approx(clf.best_loss_, rel=1e-5)
+    reg = NeuralNetRegressor((8,), lr=1e-2, batch_size=16, early_stopping=True, random_state=0)
+    X, y = load_iris(return_X_y=True)
+    reg.fit(X[:, :3], X[:, 3])
+    assert len(reg.validation_scores_) == reg.n_iter_ and max(reg.validation_scores_) > 0.5  # R^2
+
+
+def test_convergence_warning_when_max_epochs_ends_training():
+    X, y = load_iris(return_X_y=True)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3"):
+        clf = NeuralNetClassifier((8,), max_epochs=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # the stop rule ends this one
+        NeuralNetClassifier((8,), lr=3e-2, batch_size=16, max_epochs=500, random_state=0).fit(X, y)
+
+
+def test_random_state_makes_fits_repeat():
+    X, y = load_iris(return_X_y=True)
+    a = NeuralNetClassifier((8,), lr=1e-2, dropout=0.3, random_state=7).fit(X, y).predict_proba(X)
+    b = NeuralNetClassifier((8,), lr=1e-2, dropout=0.3, random_state=7).fit(X, y).predict_proba(X)
+    c = NeuralNetClassifier((8,), lr=1e-2, dropout=0.3, random_state=8).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    free = NeuralNetClassifier((8,), max_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        seeds = {free.fit(X, y).model_.seed for _ in range(3)}
+    assert len(seeds) == 3  # random_state=None: a new seed per fit
+
+
+# -- multilabel ----------------------------------------------------------------------------------
+def test_multilabel_classification():
+    X, Y = make_multilabel_classification(n_samples=300, n_features=8, n_classes=4, random_state=0)
+    clf = make_pipeline(StandardScaler(), NeuralNetClassifier((32,), lr=3e-2, batch_size=32, tol=1e-3,
+                                                              random_state=0))
+    clf.fit(X, Y)
+    proba, pred = clf.predict_proba(X), clf.predict(X)
+    assert proba.shape == pred.shape == (300, 4) and pred.dtype == Y.dtype
+    np.testing.assert_array_equal(pred, (proba > 0.5).astype(int))
+    assert np.mean(pred == Y) > 0.85  # per-label accuracy
+    assert list(clf[-1].classes_) == [0, 1, 2, 3] and clf[-1].model_.loss.registered_name == "binary_cross_entropy"
+    with pytest.raises(ValueError, match="multiclass-multioutput"):
+        NeuralNetClassifier().fit(X[:4], [[0, 2], [1, 0], [2, 1], [0, 0]])
+
+
+# -- parameters ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("params, match", [
+    ({"hidden_layer_sizes": (16, 0)}, "hidden_layer_sizes"), ({"activation": "softsign"}, "unknown activation"),
+    ({"activation": ("relu",), "hidden_layer_sizes": (4, 4)}, "one name per hidden layer"),
+    ({"optimizer": "lbfgs"}, "unknown optimizer"), ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size"),
+    ({"max_epochs": 0}, "max_epochs"), ({"tol": -1.0}, "tol"), ({"n_iter_no_change": 0}, "n_iter_no_change"),
+    ({"validation_fraction": 1.0}, "validation_fraction"), ({"alpha": -0.1}, "alpha"), ({"dropout": 1.0}, "dropout"),
+    ({"dtype": "float16"}, "dtype"),
+])
+def test_bad_parameters_are_named_at_fit(params, match):
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier(**params)  # nothing is checked in __init__, as scikit-learn requires
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert not hasattr(clf, "model_")
+
+
+def test_alpha_has_scikit_learns_scale_and_activation_aliases():
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier((4,), activation="logistic", optimizer="momentum", alpha=0.5, batch_size=50,
+                              max_epochs=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.model_.optimizer.weight_decay == pytest.approx(0.5 / 50)
+    assert type(clf.model_.optimizer).__name__ == "Momentum" and clf.model_.optimizer.lr == 1e-3
+    assert clf.model_.layers[0].activation.registered_name == "sigmoid"
+
+
+def test_feature_names_in():
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True, as_frame=False)
+    frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
+    clf = NeuralNetClassifier((8,), lr=3e-2, batch_size=32, tol=1e-3, random_state=0).fit(frame, y)
+    assert list(clf.feature_names_in_) == ["sl", "sw", "pl", "pw"]
+    with pytest.warns(UserWarning, match="feature names"):
+        clf.predict(X)
+
+
+# -- dropout ----------------------------------------------------------------------------------------
+class _FrozenDropout(_Dropout):
+    """The same layer with one fixed mask, so finite differences see one function."""
+
+    def _draw_mask(self, shape):
+        return self.frozen
+
+
+def test_dropout_gradient_check_and_inference_identity():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5))
+    layer = _Dropout(0.4, seed=1)
+    layer.build(5, rng, np.float64)
+    y = layer.forward(x, training=True).copy()
+    mask = layer._mask.copy()
+    assert set(np.unique(mask)) <= {0.0, 1 / 0.6}
+    np.testing.assert_array_equal(y, x * mask)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), mask)
+    frozen = _FrozenDropout(0.4)
+    frozen.frozen = mask
+    result = check_gradients(frozen, x)
+    assert result.ok, str(result)
+    assert layer.forward(x, training=False) is x  # inactive at inference
+    wide = _Dropout(0.4, seed=2)
+    wide.build(50, rng, np.float64)
+    assert np.mean(wide.forward(np.ones((400, 50)), training=True)) == pytest.approx(1.0, abs=0.03)  # mean kept
+    again = _Dropout(0.4, seed=1)
+    again.build(5, rng, np.float64)
+    np.testing.assert_array_equal(again.forward(x, training=True), y)  # seeded
+
+
+def test_dropout_in_the_estimator():
+    X, y = load_iris(return_X_y=True)
+    clf = NeuralNetClassifier((32,), lr=1e-2, batch_size=16, dropout=0.3, random_state=0).fit(X, y)
+    kinds = [type(layer).__name__ for layer in clf.model_.layers]
+    assert kinds == ["Dense", "_Dropout", "Dense"]
+    assert clf.score(X, y) > 0.9
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))  # no dropout at inference
