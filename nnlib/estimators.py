@@ -128,36 +128,6 @@ class _EpochMonitor(Callback):
             self.model.set_weights(self.best_weights)
 
 
-def _relinked(model: Sequential) -> Sequential:
-    """An equal copy of an unpickled ``model``, rebuilt through public APIs.
-
-    Unpickling a ``Sequential`` turns its parameters (views into one flat buffer) into
-    separate arrays, so its optimizer would step a detached buffer and further
-    training would silently do nothing. Rebuilding relinks them; weights, optimizer
-    state and dropout generators carry over, so ``partial_fit`` continues exactly.
-    """
-    new_layers = []
-    for layer in model.layers:
-        twin = type(layer).from_config(layer.get_config())
-        if hasattr(layer, "_rng"):
-            twin._rng = layer._rng
-        new_layers.append(twin)
-    new = Sequential(new_layers, seed=model.seed, dtype=model.dtype, name=model.name)
-    if model.built:
-        if not new.built:
-            new.build(model.input_dim)
-        new.set_weights(model.get_weights())
-    if model.optimizer is not None:
-        old_opt = model.optimizer
-        opt = type(old_opt)(**old_opt.get_config())
-        new.compile(optimizer=opt, loss=model.loss, metrics=[fn for _, fn in model.metrics])
-        opt.iterations = old_opt.iterations
-        for old_p, new_p in zip(model.parameters(), new.parameters()):
-            if old_p in old_opt.state:
-                opt.state[new_p] = {k: np.array(v, copy=True) for k, v in old_opt.state[old_p].items()}
-    return new
-
-
 def _check_number(value: Any, name: str, low: float, high: float = np.inf, *, integer: bool = False,
                   low_open: bool = False, high_open: bool = True) -> None:
     kind = numbers.Integral if integer else numbers.Real
@@ -328,11 +298,6 @@ class _BaseNeuralNet(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=self._np_dtype())
         return self.model_.predict(X).astype(np.float64)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        if "model_" in self.__dict__:
-            self.model_ = _relinked(self.model_)
 
     def _expected_failed_checks(self) -> dict[str, str]:
         """scikit-learn checks this estimator may fail, with the reason: {check name: reason}.
