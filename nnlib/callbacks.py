@@ -343,6 +343,11 @@ class ModelCheckpoint(Callback):
         if unknown:
             raise ValueError(f"ModelCheckpoint: path {self.path!r} names {unknown}, which fit does not log; "
                              f"available: ['epoch'] + {sorted(logged)}")
+        if logged is not None and self._fields:
+            try:  # a bad format spec such as {loss:d} fails now, not after the first epoch
+                self.path.format(epoch=1, **dict.fromkeys(logged, 0.5))
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                raise ValueError(f"ModelCheckpoint: cannot format path {self.path!r} ({exc})") from None
 
     def _better(self, value: float) -> bool:
         return value < self.best if self.mode == "min" else value > self.best

@@ -118,10 +118,11 @@ def _read_idx_stream(stream, path: Path, gz: bool) -> np.ndarray:
     if len(head) < 4 * ndim:
         raise ValueError(f"{path}: header cut short ({len(head)} of {4 * ndim} size bytes)")
     shape = tuple(int.from_bytes(head[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
-    nbytes = dtype.itemsize
+    nbytes = extent = dtype.itemsize
     for d in shape:  # Python ints: no overflow however large the forged sizes
         nbytes *= d
-    if nbytes > MAX_IDX_BYTES:
+        extent *= max(d, 1)  # a 0 makes no data, but the other sizes must still be possible
+    if extent > MAX_IDX_BYTES:
         raise ValueError(
             f"{path}: header claims shape {shape}, {nbytes} bytes of data, "
             f"more than the limit of {MAX_IDX_BYTES} bytes"

@@ -179,9 +179,11 @@ class Sequential:
         out = self._forward(xb, training=True)
         loss = self.loss.forward(out, yb)
         if not math.isfinite(loss):
+            broken = [p.name for p in self._params if not np.isfinite(p.value).all()]
+            where = (f"the weights of {', '.join(broken)} are no longer finite: an earlier update overflowed"
+                     if broken else "the weights were left as they were before this step")
             raise FloatingPointError(
-                f"the loss became {loss}; the weights were left as they were before this step "
-                "(a smaller lr or inputs scaled to about [0, 1] usually cure this)"
+                f"the loss became {loss}; {where} (a smaller lr or inputs scaled to about [0, 1] usually cure this)"
             )
         self._backward(self.loss.backward())
         # One dot product detects any inf/NaN among all gradients (or a sum too large
@@ -474,8 +476,10 @@ class Sequential:
                 raise TypeError(f"weights[{i}] ({p.name}) must hold numbers, got dtype {a.dtype}")
             if a.shape != p.shape:
                 raise ValueError(f"weights[{i}] ({p.name}) must have shape {p.shape}, got {a.shape}")
+            with np.errstate(over="ignore"):  # checked just below: 1e300 becomes inf in float32
+                a = a.astype(self.dtype)
             if not np.isfinite(a).all():
-                raise ValueError(f"weights[{i}] ({p.name}) contains NaN or inf")
+                raise ValueError(f"weights[{i}] ({p.name}) contains NaN or inf, or values too large for {self.dtype}")
             arrays.append(a)
         for a, p in zip(arrays, self._params):
             p.value[...] = a

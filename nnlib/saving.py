@@ -7,6 +7,9 @@ Layout of a ``.nnlib`` file (format version 1)::
     config.json            model, layers, loss, optimizer and metric names + hyperparameters
     weights/0000.npy ...   one array per parameter, in get_weights() order
     optimizer/0000_m.npy   optimizer state per parameter and slot (model files only)
+    state/0002_moving_mean.npy   a layer's non-trainable state (``Layer.get_state``), by
+                           layer index and key: running statistics, a dropout generator's
+                           position (model files only)
 
 Loading never imports or calls anything named in the file: names are looked up in
 nnlib's own registries, arrays are read with ``allow_pickle=False`` and must be
@@ -54,6 +57,7 @@ MAX_MEMBER_BYTES = 1 << 30  # no single member may inflate beyond 1 GiB
 MAX_TOTAL_BYTES = 4 * MAX_MEMBER_BYTES  # nor all of them together beyond 4 GiB
 MAX_JSON_BYTES = 1 << 20
 MAX_MEMBERS = 10_000
+MIN_WIDTH_BOUND = 1 << 16  # widths a config may imply beyond the stored numbers (parameter-free models)
 
 
 # -- writing --------------------------------------------------------------------------
@@ -140,7 +144,17 @@ def save_model(model: Sequential, path: str | os.PathLike[str]) -> None:
         for i, p in enumerate(params):
             for slot, array in model.optimizer.state.get(p, {}).items():
                 members[f"optimizer/{i:04d}_{slot}.npy"] = _npy_bytes(array)
+    for i, layer in enumerate(model.layers):
+        for key, array in _layer_state(layer).items():
+            if not isinstance(key, str) or not _STATE_KEY.match(key):
+                raise ValueError(f"{layer!r}.get_state() key {key!r} must be lower-case letters, digits and '_'")
+            members[f"state/{i:04d}_{key}.npy"] = _npy_bytes(np.asarray(array))
     _write_atomic(path, members)
+
+
+def _layer_state(layer: Any) -> dict[str, np.ndarray]:
+    get_state = getattr(layer, "get_state", None)
+    return dict(get_state()) if get_state is not None else {}
 
 
 def save_weights(model: Sequential, path: str | os.PathLike[str]) -> None:
@@ -159,7 +173,8 @@ def save_weights(model: Sequential, path: str | os.PathLike[str]) -> None:
 # so no read is larger than the member's declared size + 1 byte, a stream that would
 # inflate past its declared size is refused, and every failure is one ValueError.
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # PK\3\4, version, flags, method, time, date, crc, sizes, name/extra len
-_MEMBER_NAME = re.compile(r"^(config\.json|weights/\d{4,}\.npy|optimizer/\d{4,}_[a-z][a-z0-9_]*\.npy)$")
+_STATE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_MEMBER_NAME = re.compile(r"^(config\.json|weights/\d{4,}\.npy|(optimizer|state)/\d{4,}_[a-z][a-z0-9_]*\.npy)$")
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error,
                NotImplementedError, RuntimeError, KeyError, IndexError, OverflowError, zlib.error)
 
@@ -376,18 +391,20 @@ def _check_weights(arrays: list[np.ndarray], shapes: list[tuple[int, ...]], dtyp
     return out
 
 
-def _planned_shapes(layers: list[Any], input_dim: int) -> list[tuple[int, ...]] | None:
-    """The parameter shapes ``layers`` will create for ``input_dim``, found without allocating
-    anything (so a forged config cannot make the loader allocate more than the file holds);
-    None when a layer's type is not one whose parameters this function knows."""
-    shapes, dim = [], input_dim
+def _planned_shapes(layers: list[Any], input_dim: int) -> tuple[list[tuple[int, ...]] | None, int]:
+    """The parameter shapes ``layers`` will create for ``input_dim`` (None when a layer's type
+    is not one whose parameters this function knows) and the widest activation, found without
+    allocating anything, so a forged config cannot make the loader allocate more than the file holds."""
+    shapes: list[tuple[int, ...]] | None = []
+    dim = widest = input_dim
     for layer in layers:
-        if type(layer) is layers_module.Dense:
+        if type(layer) is layers_module.Dense and shapes is not None:
             shapes += [(dim, layer.units), (layer.units,)]
         elif type(layer).build is not layers_module.Layer.build:
-            return None
+            shapes = None
         dim = layer.output_dim_for(dim)
-    return shapes
+        widest = max(widest, dim)
+    return shapes, widest
 
 
 def _input_dim(config: dict[str, Any], layers: list[Any], path: str) -> int:
@@ -421,12 +438,16 @@ def load_model(path: str | os.PathLike[str]) -> Sequential:
     input_dim = _input_dim(config, layers, path)
     arrays = _weight_arrays(members, path)
     try:
-        planned = _planned_shapes(layers, input_dim)
+        planned, widest = _planned_shapes(layers, input_dim)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid model config: {exc}") from None
     if planned is not None and planned != [a.shape for a in arrays]:  # before building allocates anything
         raise ValueError(f"{path}: the weight arrays have shapes {[a.shape for a in arrays]}, "
                          f"the layers in config.json need {planned}")
+    stored = sum(a.size for a in arrays)
+    if widest > max(stored, MIN_WIDTH_BOUND):  # any width of a real model is <= the numbers it stores
+        raise ValueError(f"{path}: config.json implies a layer width of {widest}, more than the {stored} "
+                         "numbers the file stores")
     try:
         model = Sequential(layers, seed=config.get("seed"), dtype=config.get("dtype"), name=str(config.get("name")))
         if not model.built:
@@ -435,12 +456,34 @@ def load_model(path: str | os.PathLike[str]) -> Sequential:
         raise ValueError(f"{path}: invalid model config: {exc}") from None
     params = model.parameters()
     model.set_weights(_check_weights(arrays, [p.shape for p in params], model.dtype, path))
+    _restore_layer_state(model, members, path)
     compiled = config.get("compile")
     if compiled is not None:
         _compile(model, compiled, members, path)
     elif any(n.startswith("optimizer/") for n in members):
         raise ValueError(f"{path}: optimizer state without a compile section")
     return model
+
+
+def _restore_layer_state(model: Sequential, members: dict[str, bytes], path: str) -> None:
+    """Give every layer the state the file holds for it; a stateful layer needs all of its keys."""
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for name in sorted(n for n in members if n.startswith("state/")):
+        index, _, key = name[len("state/"):-len(".npy")].partition("_")
+        if int(index) >= len(model.layers):
+            raise ValueError(f"{path}: {name} names layer {int(index)}, the model has {len(model.layers)}")
+        found.setdefault(int(index), {})[key] = _array(members[name], name, path)
+    for i, layer in enumerate(model.layers):
+        expected = _layer_state(layer)
+        state = found.get(i, {})
+        if set(state) != set(expected):
+            raise ValueError(f"{path}: layer {i} ({layer.name}) needs state {sorted(expected)}, "
+                             f"the file holds {sorted(state)}")
+        if state:
+            try:  # the layer checks shapes and values (finite statistics, a valid generator state)
+                layer.set_state({k: np.array(v) for k, v in state.items()})
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"{path}: invalid state for layer {i} ({layer.name}): {exc}") from None
 
 
 def _compile(model: Sequential, compiled: Any, members: dict[str, bytes], path: str) -> None:

@@ -164,8 +164,8 @@ CASES = [
     # compile and constructors
     ("unknown_loss", "clf", lambda m: m.compile("adam", "hinge_loss"), ValueError,
      r"unknown loss 'hinge_loss'.*softmax_cross_entropy"),
-    ("unknown_optimizer", "clf", lambda m: m.compile("rmsprop", "mse"), ValueError,
-     r"unknown optimizer 'rmsprop'.*adam.*sgd"),
+    ("unknown_optimizer", "clf", lambda m: m.compile("nadamax", "mse"), ValueError,
+     r"unknown optimizer 'nadamax'.*adam.*sgd"),
     ("unknown_metric", "clf", lambda m: m.compile("adam", "mse", ["precision"]), ValueError,
      r"unknown metric 'precision'.*accuracy"),
     ("missing_loss", "clf", lambda m: m.compile("adam"), ValueError, r"loss"),
