@@ -5,7 +5,7 @@
 >>> model.compile(optimizer=nn.Adam(lr=1e-3), loss="softmax_cross_entropy", metrics=["accuracy"])
 """
 
-from . import callbacks, data, functional, initializers, losses, metrics, optimizers
+from . import callbacks, data, functional, initializers, losses, metrics, monitor, optimizers, schedules
 from .callbacks import (
     Callback,
     ConvergenceStop,
@@ -17,12 +17,14 @@ from .callbacks import (
     TerminateOnNaN,
 )
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
-from .layers import Dense, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .layers import BatchNormalization, Dense, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
-from .optimizers import SGD, Adam, Momentum, Optimizer
+from .monitor import GradientHealthWarning, GradientMonitor, explain
+from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from .parameter import Parameter
 from .saving import load_model
+from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,8 @@ __all__ = [
     "Sequential",
     "Layer",
     "Dense",
+    "Dropout",
+    "BatchNormalization",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",
@@ -43,6 +47,15 @@ __all__ = [
     "SGD",
     "Momentum",
     "Adam",
+    "AdamW",
+    "RMSprop",
+    "StepDecay",
+    "ExponentialDecay",
+    "CosineDecay",
+    "ReduceLROnPlateau",
+    "GradientMonitor",
+    "GradientHealthWarning",
+    "explain",
     "Parameter",
     "load_model",
     "Callback",
@@ -62,5 +75,7 @@ __all__ = [
     "initializers",
     "losses",
     "metrics",
+    "monitor",
+    "schedules",
     "optimizers",
 ]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Callback", "CallbackList", "History", "ConvergenceStop", "ProgressLogger", "ModelCheckpoint",
-           "EarlyStopping", "TerminateOnNaN", "CSVLogger"]
+           "EarlyStopping", "TerminateOnNaN", "CSVLogger", "GradientMonitor", "GradientHealthWarning",
+           "StepDecay", "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau"]
 
 
 class Callback:
@@ -565,3 +566,9 @@ class CSVLogger(Callback):
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(row)
             f.flush()
+
+
+# Gradient-health and learning-rate callbacks live in their own modules (they import Callback
+# from here); re-exported so ``nn.callbacks.GradientMonitor`` and friends work.
+from .monitor import GradientHealthWarning, GradientMonitor  # noqa: E402
+from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402

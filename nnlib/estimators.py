@@ -15,7 +15,7 @@ What the core does not have yet is provided here, privately:
 - class weights: a weighted softmax cross-entropy, obtained by giving the core loss
   one-hot target rows scaled by each sample's class weight (see
   :meth:`NeuralNetClassifier._targets`);
-- dropout: :class:`_Dropout`, inverted dropout after every hidden layer;
+- dropout: :class:`nnlib.Dropout`, inverted dropout after every hidden layer;
 - pickling: an unpickled ``Sequential`` would not train further (its parameters lose
   their shared flat buffer), so ``__setstate__`` rebuilds ``model_`` (:func:`_relinked`).
 
@@ -44,65 +44,12 @@ from . import layers as layers_module
 from . import optimizers as optimizers_module
 from .callbacks import Callback
 from .data import split_indices
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer
 from .model import Sequential
 
 __all__ = ["NeuralNetClassifier", "NeuralNetRegressor"]
 
-_DROPOUT_STREAM = 3  # generator streams derived from a model seed: 0-2 are used by nnlib.data
 _ACTIVATION_ALIASES = {"identity": "linear", "logistic": "sigmoid"}  # scikit-learn's MLP names
-
-
-@layers_module.registry.register("estimator_dropout")
-class _Dropout(Layer):
-    """Inverted dropout: zero each input with probability ``rate`` while training.
-
-    Kept inputs are scaled by ``1 / (1 - rate)`` so the expected output equals the
-    input, and inference (``training=False``) is the identity. The masks come from a
-    generator seeded with ``(seed, 3, index)``, so a fit repeats exactly.
-
-    Registered as ``"estimator_dropout"`` so ``model_.save`` works; a model file that
-    uses it loads after ``import nnlib.estimators``.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-    seed : int >= 0
-    index : int >= 0
-        Tells the layers of one model apart.
-    """
-
-    def __init__(self, rate: float, seed: int = 0, index: int = 0, name: str | None = None) -> None:
-        super().__init__(name)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(f"dropout rate must lie in [0, 1), got {rate!r}")
-        self.rate, self.seed, self.index = float(rate), int(seed), int(index)
-        self._rng = np.random.default_rng([self.seed, _DROPOUT_STREAM, self.index])
-        self._mask: np.ndarray | None = None
-
-    def _draw_mask(self, shape: tuple[int, ...]) -> np.ndarray:
-        mask = self._buffer("mask", shape)
-        self._rng.random(out=mask, dtype=mask.dtype)
-        np.greater_equal(mask, self.rate, out=mask)  # 1.0 where kept, 0.0 where dropped
-        mask *= 1.0 / (1.0 - self.rate)
-        return mask
-
-    # y = x * m,  m = [u >= rate] / (1 - rate)  =>  dx = g * m
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self._check_input(x)
-        if not training or self.rate == 0.0:
-            self._mask = None
-            return x
-        self._mask = self._draw_mask(x.shape)
-        return np.multiply(x, self._mask, out=self._buffer("y", x.shape, x.dtype))
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._mask is None:
-            return grad_out
-        return np.multiply(grad_out, self._mask, out=self._buffer("dx", grad_out.shape, grad_out.dtype))
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed, "index": self.index}
 
 
 class _EpochMonitor(Callback):
@@ -221,10 +168,10 @@ class _BaseNeuralNet(BaseEstimator):
         sizes = self._hidden_sizes()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         layers: list[Layer] = []
-        for i, (units, act) in enumerate(zip(sizes, self._activations(len(sizes)))):
+        for units, act in zip(sizes, self._activations(len(sizes))):
             layers.append(Dense(units, activation=act))
             if self.dropout > 0:
-                layers.append(_Dropout(self.dropout, seed=seed, index=i))
+                layers.append(Dropout(self.dropout))  # seeded from the model's seed
         layers.append(Dense(n_outputs))
         model = Sequential(layers, seed=seed, dtype=self._np_dtype(), name=type(self).__name__.lower())
         model.build(n_features)

@@ -76,6 +76,7 @@ class Sequential:
         self.metrics: list[tuple[str, Callable]] = []
         self.stop_training = False
         self.stop_reason = ""
+        self.history: History | None = None
         self.input_dim: int | None = None
         self.output_dim: int | None = None
         self._params: list[Parameter] = []
@@ -309,7 +310,7 @@ class Sequential:
             raise ValueError(f"monitor must be one of {logged}, got {monitor!r}")
         self._ensure_built(x.shape[1])  # every check has passed
 
-        history = History()
+        history = self.history = History()  # as Keras: model.history is the last fit's record
         cbs = [history, *user_callbacks, *([stop_rule] if stop_rule else []),
                *([ProgressLogger(verbose)] if verbose else [])]
         n_train = train_idx.shape[0]

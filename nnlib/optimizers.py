@@ -7,8 +7,17 @@ model's do), the state is flat too and each step is a few whole-buffer in-place
 ufuncs; each Parameter's state entries are views into it.
 
 Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's
-SGD and Adam. It is added in place, so after a step ``Parameter.grad`` holds the
-gradient the update actually used; nothing else is written into ``grad``.
+SGD, RMSprop and Adam; only :class:`AdamW` decays the weights directly. It is added
+in place, so after a step ``Parameter.grad`` holds the gradient the update actually
+used.
+
+Every optimizer can clip gradients first (before weight decay), with one of
+``clipnorm`` (each parameter's gradient scaled to an L2 norm <= clipnorm, Keras's
+``clipnorm``), ``global_clipnorm`` (PyTorch's ``clip_grad_norm_``: with ``total``
+the L2 norm of all gradients together, every gradient is multiplied by
+``max / (total + 1e-6)`` when that factor is below 1) or ``clipvalue`` (each entry
+clipped to ``[-clipvalue, clipvalue]``). Clipping is also done in place, so
+``grad`` then holds the clipped gradient.
 """
 
 from __future__ import annotations
@@ -21,7 +30,10 @@ import numpy as np
 from .parameter import Parameter, flat_view
 from .registry import Registry
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "registry", "get"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "RMSprop", "AdamW", "registry", "get"]
+
+#: PyTorch clip_grad_norm_'s guard: grads *= max_norm / (total_norm + 1e-6)
+GLOBAL_CLIPNORM_EPS = 1e-6
 
 
 def _number(value: Any, what: str, low: float, high: float = math.inf, *, low_open: bool = False,
@@ -72,6 +84,16 @@ class Optimizer:
         Learning rate, > 0.
     weight_decay : float, default 0
         L2 penalty coefficient, >= 0.
+    clipnorm : float > 0, optional
+        Scale each parameter's gradient so its L2 norm is at most ``clipnorm``.
+    global_clipnorm : float > 0, optional
+        Scale all gradients together, as PyTorch's ``clip_grad_norm_``:
+        ``total = sqrt(sum of every squared entry)``; when
+        ``c = global_clipnorm / (total + 1e-6)`` is below 1, ``grad *= c``.
+    clipvalue : float > 0, optional
+        Clip each gradient entry to ``[-clipvalue, clipvalue]``.
+        At most one of the three clipping arguments may be given; clipping is
+        applied before weight decay.
 
     Attributes
     ----------
@@ -84,9 +106,20 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()
 
-    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float, weight_decay: float = 0.0, *, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
         self.lr = _number(lr, "lr", 0.0, low_open=True)
         self.weight_decay = _number(weight_decay, "weight_decay", 0.0)
+        clips = {"clipnorm": clipnorm, "global_clipnorm": global_clipnorm, "clipvalue": clipvalue}
+        given = [k for k, v in clips.items() if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive: pass at most one, got "
+                             + ", ".join(f"{k}={clips[k]!r}" for k in given))
+        for k in given:
+            clips[k] = _number(clips[k], k, 0.0, low_open=True)
+        self.clipnorm: float | None = clips["clipnorm"]
+        self.global_clipnorm: float | None = clips["global_clipnorm"]
+        self.clipvalue: float | None = clips["clipvalue"]
         self.iterations = 0
         self.state: dict[Parameter, dict[str, np.ndarray]] = {}
         self._group: _Group | None = None
@@ -98,6 +131,7 @@ class Optimizer:
         if group is None or not group.still_valid(params):
             group = self._group = _Group(params)
         self.iterations += 1
+        self._clip(group)
         if group.flat_value is not None:
             if group.state is None:
                 group.state = self._flat_state(group)
@@ -105,6 +139,27 @@ class Optimizer:
         else:
             for p in params:
                 self._apply(p.value, p.grad, self._param_state(p), np.empty_like(p.value))
+
+    def _clip(self, group: _Group) -> None:
+        """Clip the gradients in place (before weight decay), on the flat buffer when there is one."""
+        if self.clipvalue is not None:
+            grads = [group.flat_grad] if group.flat_grad is not None else [p.grad for p in group.params]
+            for g in grads:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+        elif self.clipnorm is not None:  # per parameter: needs each parameter's own norm
+            for p in group.params:
+                norm = _l2(p.grad)
+                if norm > self.clipnorm:
+                    p.grad *= self.clipnorm / norm
+        elif self.global_clipnorm is not None:
+            if group.flat_grad is not None:
+                total = _l2(group.flat_grad)
+            else:
+                total = math.sqrt(sum(_l2(p.grad) ** 2 for p in group.params))
+            coef = self.global_clipnorm / (total + GLOBAL_CLIPNORM_EPS)
+            if coef < 1.0:  # PyTorch clamps the factor to 1: small gradients are left alone
+                for g in [group.flat_grad] if group.flat_grad is not None else [p.grad for p in group.params]:
+                    g *= coef
 
     def _apply(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
                scratch: np.ndarray) -> None:
@@ -141,11 +196,23 @@ class Optimizer:
         return flat
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+                "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _l2(a: np.ndarray) -> float:
+    """L2 norm of an array as a Python float (accumulated in float64 if float32 overflows)."""
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = float(np.dot(flat, flat))
+    if not math.isfinite(sq) and np.isfinite(flat).all():
+        flat = flat.astype(np.float64)
+        sq = float(np.dot(flat, flat))
+    return math.sqrt(sq)
 
 
 registry = Registry("optimizer", base=Optimizer)
@@ -161,10 +228,13 @@ class SGD(Optimizer):
     ----------
     lr : float, default 0.01
     weight_decay : float, default 0
+    clipnorm, global_clipnorm, clipvalue : float, optional
+        Gradient clipping, at most one; see :class:`Optimizer`.
     """
 
-    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, *, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
+        super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
 
     def _update(self, value, grad, state, scratch):
         value -= np.multiply(grad, self.lr, out=scratch)
@@ -184,13 +254,16 @@ class Momentum(Optimizer):
     momentum : float in [0, 1), default 0.9
     nesterov : bool, default False
     weight_decay : float, default 0
+    clipnorm, global_clipnorm, clipvalue : float, optional
+        Gradient clipping, at most one; see :class:`Optimizer`.
     """
 
     slots = ("velocity",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
+        super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
         self.momentum = _number(momentum, "momentum", 0.0, 1.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
@@ -230,6 +303,8 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
         Added after the square root.
     weight_decay : float, default 0
+    clipnorm, global_clipnorm, clipvalue : float, optional
+        Gradient clipping, at most one; see :class:`Optimizer`.
 
     Notes
     -----
@@ -242,8 +317,9 @@ class Adam(Optimizer):
     slots = ("m", "v")
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
+        super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
         self.beta1 = _number(beta1, "beta1", 0.0, 1.0)
         self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
         self.eps = _number(eps, "eps", 0.0, low_open=True)
@@ -273,6 +349,125 @@ class Adam(Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+@registry.register("rmsprop")
+class RMSprop(Optimizer):
+    """RMSprop, PyTorch's ``torch.optim.RMSprop`` arithmetic.
+
+    At every step::
+
+        g = grad + weight_decay * p
+        v = alpha * v + (1 - alpha) * g^2                  (square_avg, starts at 0)
+        centered:  a = alpha * a + (1 - alpha) * g          (grad_avg)
+                   d = sqrt(v - a^2) + eps
+        else:      d = sqrt(v) + eps
+        momentum > 0:  buf = momentum * buf + g / d;  p -= lr * buf
+        else:          p -= lr * g / d
+
+    ``eps`` is added after the square root (as PyTorch; Keras adds it inside).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        PyTorch's default.
+    alpha : float in [0, 1), default 0.99
+        Decay of the running average of squared gradients (Keras's ``rho=0.9``).
+    eps : float > 0, default 1e-8
+    momentum : float in [0, 1), default 0
+    centered : bool, default False
+        Divide by an estimate of the gradient's variance instead of its raw second moment.
+    weight_decay : float, default 0
+        L2 added to the gradient.
+    clipnorm, global_clipnorm, clipvalue : float, optional
+        See :class:`Optimizer`.
+
+    Notes
+    -----
+    The state has ``square_avg``, plus ``momentum_buffer`` when ``momentum > 0``
+    and ``grad_avg`` when ``centered`` (PyTorch's names).
+    """
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 centered: bool = False, weight_decay: float = 0.0, *, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
+        super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
+        self.alpha = _number(alpha, "alpha", 0.0, 1.0)
+        self.eps = _number(eps, "eps", 0.0, low_open=True)
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be a bool, got {centered!r}")
+        self.centered = bool(centered)
+        self.slots = ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) + (
+            ("grad_avg",) if self.centered else ())
+
+    def _update(self, value, grad, state, scratch):
+        v, s = state["square_avg"], scratch
+        np.multiply(grad, grad, out=s)
+        s *= 1.0 - self.alpha
+        v *= self.alpha
+        v += s
+        if self.centered:
+            a = state["grad_avg"]
+            a *= self.alpha
+            a += np.multiply(grad, 1.0 - self.alpha, out=s)
+            np.multiply(a, a, out=s)
+            np.subtract(v, s, out=s)
+            np.maximum(s, 0.0, out=s)  # v >= a^2 in exact arithmetic; rounding must not give sqrt(-0.0001)
+            np.sqrt(s, out=s)
+        else:
+            np.sqrt(v, out=s)
+        s += self.eps
+        np.divide(grad, s, out=s)  # g / d
+        if self.momentum:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += s
+            np.multiply(buf, self.lr, out=s)
+        else:
+            s *= self.lr
+        value -= s
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "centered": self.centered}
+
+
+@registry.register("adamw")
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's ``torch.optim.AdamW``.
+
+    At step t the weights are first decayed, then Adam runs on the raw gradient::
+
+        p *= 1 - lr * weight_decay
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Unlike ``Adam(weight_decay=...)``, the decay never enters ``m`` or ``v`` (and
+    ``grad`` is left as the loss's gradient, after any clipping).
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    beta1, beta2 : float in [0, 1), defaults 0.9 and 0.999
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 1e-2
+        PyTorch's default.
+    clipnorm, global_clipnorm, clipvalue : float, optional
+        See :class:`Optimizer`.
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 1e-2, *, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                         clipvalue=clipvalue)
+
+    def _apply(self, value, grad, state, scratch):
+        if self.weight_decay:
+            value *= 1.0 - self.lr * self.weight_decay
+        self._update(value, grad, state, scratch)
 
 
 def get(identifier: Any, **kwargs: Any) -> Optimizer:

@@ -1,4 +1,4 @@
-"""Training curves to PNG with matplotlib (the optional ``plot`` extra).
+"""Training curves and gradient norms to PNG with matplotlib (the optional ``plot`` extra).
 
 matplotlib is imported only when a plot is drawn, with the non-interactive Agg
 backend, so nnlib never needs a display or matplotlib to train.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["plot_history", "MISSING_MATPLOTLIB"]
+__all__ = ["plot_history", "plot_gradient_norms", "MISSING_MATPLOTLIB"]
 
 MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install 'nnlib[plot]' (or pip install matplotlib)"
 
@@ -44,7 +44,8 @@ def plot_history(history: Any, path: str | os.PathLike[str], title: str | None =
     plt = _pyplot()
     logs = getattr(history, "history", history)
     epochs = getattr(history, "epoch", None) or list(range(len(logs.get("loss", []))))
-    names = [k for k in logs if not k.startswith("val_")]
+    # per-layer figures (grad_norm/<layer>, update_ratio/<layer>) belong to plot_gradient_norms
+    names = [k for k in logs if not k.startswith("val_") and "/" not in k]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         xs = [e + 1 for e in epochs]
@@ -56,6 +57,90 @@ def plot_history(history: Any, path: str | os.PathLike[str], title: str | None =
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def _gradient_logs(source: Any) -> tuple[dict[str, list[float]], list[int] | None]:
+    logs = getattr(source, "history", source)
+    epochs = getattr(source, "epochs", None) or getattr(source, "epoch", None)
+    return logs, epochs
+
+
+def _is_collection(source: Any) -> bool:
+    """A ``{label: monitor or history}`` dict rather than one ``{key: list}`` dict."""
+    return isinstance(source, dict) and bool(source) and all(
+        hasattr(v, "history") or isinstance(v, dict) for v in source.values())
+
+
+def plot_gradient_norms(source: Any, path: str | os.PathLike[str], title: str | None = None) -> str:
+    """Draw each layer's gradient norm per epoch on a log scale (and its update ratio, if recorded) into a PNG.
+
+    Layers are coloured from the input (dark) to the output (light), so vanishing
+    gradients show as dark curves lying orders of magnitude below the light ones.
+
+    Parameters
+    ----------
+    source : GradientMonitor, History, dict[str, list[float]], or dict[str, any of these]
+        Anything holding ``grad_norm/<layer>`` (and optionally ``update_ratio/<layer>``)
+        lists, one value per epoch: a :class:`~nnlib.monitor.GradientMonitor`, a
+        History it wrote into, or such a dict. A dict of them, ``{label: monitor}``,
+        draws one row per entry with shared y-axes, to compare networks.
+    path : str or PathLike
+        Output file.
+    title : str, optional
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If a source holds no ``grad_norm/`` entries.
+    """
+    sources = list(source.items()) if _is_collection(source) else [(None, source)]
+    rows = []
+    for label, src in sources:
+        logs, epochs = _gradient_logs(src)
+        names = [k.split("/", 1)[1] for k in logs if k.startswith("grad_norm/")]
+        if not names:
+            raise ValueError("no grad_norm/<layer> entries to plot: train with callbacks=[nn.GradientMonitor()] "
+                             f"and pass the monitor; got keys {sorted(logs)}")
+        rows.append((label, logs, epochs, names))
+    panels = [("grad_norm", "mean gradient norm per batch")]
+    if any(f"update_ratio/{n}" in logs for _, logs, _, names in rows for n in names):
+        panels.append(("update_ratio", "update ratio ||dw|| / ||w|| per epoch"))
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(6.5 * len(panels) + 2.5, 4.2 * len(rows)),
+                             squeeze=False, sharey="col")
+    colours = plt.get_cmap("viridis")
+    for (label, logs, epochs, names), ax_row in zip(rows, axes):
+        for col, (ax, (key, ylabel)) in enumerate(zip(ax_row, panels)):
+            drawn = False
+            for i, name in enumerate(names):
+                values = logs.get(f"{key}/{name}") or []
+                ys = [float(v) if v is not None and 0 < float(v) < float("inf") else float("nan") for v in values]
+                if not any(y == y for y in ys):  # nothing positive and finite to put on a log axis
+                    continue
+                xs = [e + 1 for e in epochs] if epochs and len(epochs) == len(ys) else range(1, len(ys) + 1)
+                ax.plot(list(xs), ys, marker="o", ms=3, label=name, color=colours(i / max(len(names) - 1, 1) * 0.9))
+                drawn = True
+            if drawn:
+                ax.set_yscale("log")
+                if col == len(panels) - 1:  # one legend per row, outside the axes
+                    ax.legend(fontsize=7, ncol=1 + len(names) // 12, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+            if label:
+                ax.set_title(label)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

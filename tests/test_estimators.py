@@ -16,8 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import nnlib
-from nnlib.estimators import NeuralNetClassifier, NeuralNetRegressor, _Dropout
-from nnlib.gradcheck import check_gradients
+from nnlib.estimators import NeuralNetClassifier, NeuralNetRegressor
 from nnlib.losses import SoftmaxCrossEntropy
 
 # A large step and small batches make every check's fit end by the stop rule well before
@@ -347,40 +346,10 @@ def test_feature_names_in():
 
 
 # -- dropout ----------------------------------------------------------------------------------------
-class _FrozenDropout(_Dropout):
-    """The same layer with one fixed mask, so finite differences see one function."""
-
-    def _draw_mask(self, shape):
-        return self.frozen
-
-
-def test_dropout_gradient_check_and_inference_identity():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, 5))
-    layer = _Dropout(0.4, seed=1)
-    layer.build(5, rng, np.float64)
-    y = layer.forward(x, training=True).copy()
-    mask = layer._mask.copy()
-    assert set(np.unique(mask)) <= {0.0, 1 / 0.6}
-    np.testing.assert_array_equal(y, x * mask)
-    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), mask)
-    frozen = _FrozenDropout(0.4)
-    frozen.frozen = mask
-    result = check_gradients(frozen, x)
-    assert result.ok, str(result)
-    assert layer.forward(x, training=False) is x  # inactive at inference
-    wide = _Dropout(0.4, seed=2)
-    wide.build(50, rng, np.float64)
-    assert np.mean(wide.forward(np.ones((400, 50)), training=True)) == pytest.approx(1.0, abs=0.03)  # mean kept
-    again = _Dropout(0.4, seed=1)
-    again.build(5, rng, np.float64)
-    np.testing.assert_array_equal(again.forward(x, training=True), y)  # seeded
-
-
 def test_dropout_in_the_estimator():
     X, y = load_iris(return_X_y=True)
     clf = NeuralNetClassifier((32,), lr=1e-2, batch_size=16, dropout=0.3, random_state=0).fit(X, y)
     kinds = [type(layer).__name__ for layer in clf.model_.layers]
-    assert kinds == ["Dense", "_Dropout", "Dense"]
+    assert kinds == ["Dense", "Dropout", "Dense"]
     assert clf.score(X, y) > 0.9
     np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))  # no dropout at inference
