@@ -17,7 +17,7 @@ from .callbacks import (
     TerminateOnNaN,
 )
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
-from .layers import BatchNormalization, Dense, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .layers import Dense, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .monitor import GradientHealthWarning, GradientMonitor, explain
@@ -25,6 +25,7 @@ from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from .parameter import Parameter
 from .saving import load_model
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay
+from .training_layers import BatchNormalization, Dropout
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nnlib as nn
-from nnlib.layers import BatchNormalization, Dropout
+from nnlib.training_layers import BatchNormalization, Dropout
 
 
 class FrozenDropout(Dropout):

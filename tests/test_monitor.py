@@ -12,9 +12,9 @@ import pytest
 import nnlib as nn
 from nnlib.datasets import load_digits
 from nnlib.initializers import Normal
-from nnlib.layers import BatchNormalization, Dropout
 from nnlib.monitor import GradientHealthWarning, GradientMonitor, explain
 from nnlib.optimizers import SGD, Momentum
+from nnlib.training_layers import BatchNormalization, Dropout
 
 
 @pytest.fixture(scope="module")
