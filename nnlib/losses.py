@@ -38,6 +38,8 @@ class Loss:
     """Base class. Subclasses implement ``forward``, ``backward`` and ``symbolic``."""
 
     registered_name = "loss"
+    #: True when :meth:`transform` keeps each row's argmax, so accuracy can skip it
+    preserves_argmax = False
 
     def __init__(self) -> None:
         self._buffers: dict = {}
@@ -107,6 +109,8 @@ class SoftmaxCrossEntropy(Loss):
     or rows of shape (N, C) (one-hot or probabilities).
     """
 
+    preserves_argmax = True  # softmax is increasing in each logit
+
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
         z = y_pred
         if z.ndim != 2 or z.shape[1] < 2:
@@ -134,7 +138,7 @@ class SoftmaxCrossEntropy(Loss):
         per_row = log_z - picked if target_mass is None else log_z * target_mass - picked
         self._p, self._y = p, y_true
         self._target_mass = target_mass
-        return float(per_row.mean())
+        return float(per_row.sum()) / n
 
     # L = -(1/N) sum t log softmax(z)  =>  dz = (softmax(z) * sum_c t - t) / N
     # (for labels or one-hot rows sum_c t = 1, giving the textbook (p - onehot) / N)
@@ -193,6 +197,8 @@ class SoftmaxCrossEntropy(Loss):
 @register("mse", "mean_squared_error")
 class MSE(Loss):
     """Mean squared error over all elements, ``L = mean((y_pred - y_true)^2)`` (no 1/2)."""
+
+    preserves_argmax = True  # the transform is the identity
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
         y_true = self._match(y_pred, y_true)
