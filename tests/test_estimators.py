@@ -336,7 +336,7 @@ def test_alpha_has_scikit_learns_scale_and_activation_aliases():
 
 
 def test_feature_names_in():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a dev dependency: feature names come from a DataFrame
     X, y = load_iris(return_X_y=True, as_frame=False)
     frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
     clf = NeuralNetClassifier((8,), lr=3e-2, batch_size=32, tol=1e-3, random_state=0).fit(frame, y)

@@ -292,7 +292,8 @@ def test_explain_regression_loss_text():
 
 # -- the plot -----------------------------------------------------------------------------------------------
 def test_plot_gradient_norms(tmp_path, digits):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a dev dependency: the plot must really be drawn)
+
     from nnlib.plot import plot_gradient_norms
 
     monitor = GradientMonitor(warn=False)
@@ -309,7 +310,8 @@ def test_plot_gradient_norms(tmp_path, digits):
 
 
 def test_plot_history_leaves_per_layer_figures_to_the_gradient_plot(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a dev dependency: the plot must really be drawn)
+
     from nnlib import plot
 
     drawn = []
