@@ -7,6 +7,8 @@ array is passed explicitly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import expit
 
@@ -17,6 +19,7 @@ __all__ = [
     "softmax",
     "log_sigmoid",
     "one_hot",
+    "l2_norm",
 ]
 
 
@@ -144,3 +147,26 @@ def one_hot(labels: np.ndarray, num_classes: int, dtype: np.dtype | str = np.flo
     out = np.zeros((labels.shape[0], num_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
+
+
+def l2_norm(a: np.ndarray) -> float:
+    """Euclidean norm of all entries as a Python float.
+
+    One BLAS dot product; only if float32 overflows (a finite array whose squares sum
+    past 3.4e38) is it summed again in float64. NaN or inf entries give NaN or inf.
+
+    Parameters
+    ----------
+    a : ndarray of any shape
+
+    Returns
+    -------
+    float
+    """
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = float(np.dot(flat, flat))
+    if not math.isfinite(squares) and np.isfinite(flat).all():
+        flat = flat.astype(np.float64)
+        squares = float(np.dot(flat, flat))
+    return math.sqrt(squares)

@@ -22,7 +22,7 @@ import numpy as np
 from . import layers as layers_module
 from . import losses as losses_module
 from .callbacks import Callback
-from .data import check_features
+from .functional import l2_norm
 from .schedules import record_in_history
 
 __all__ = ["GradientHealthWarning", "GradientMonitor", "explain"]
@@ -32,19 +32,8 @@ class GradientHealthWarning(UserWarning):
     """Gradients vanish or explode in a layer; the message names the layer, the figure and a likely cure."""
 
 
-def _norm(a: np.ndarray) -> float:
-    """L2 norm as a Python float, accumulated in float64 if float32 would overflow."""
-    flat = a.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = float(np.dot(flat, flat))
-    if not math.isfinite(sq) and np.isfinite(flat).all():
-        flat = flat.astype(np.float64)
-        sq = float(np.dot(flat, flat))
-    return math.sqrt(sq)
-
-
 def _layer_norm(params: list[Any], attr: str) -> float:
-    return math.sqrt(sum(_norm(getattr(p, attr)) ** 2 for p in params))
+    return math.sqrt(sum(l2_norm(getattr(p, attr)) ** 2 for p in params))
 
 
 _VANISH_CURE = ("ReLU activations with He initialization (weight_init='he_normal'), BatchNormalization between "
@@ -194,8 +183,8 @@ class GradientMonitor(Callback):
         norms = [s / self._count for s in self._sums]
         ratios = []
         for (_, params), start in zip(self._layers, self._start):
-            w0 = math.sqrt(sum(_norm(w) ** 2 for w in start))
-            dw = math.sqrt(sum(_norm(p.value - w) ** 2 for p, w in zip(params, start)))
+            w0 = math.sqrt(sum(l2_norm(w) ** 2 for w in start))
+            dw = math.sqrt(sum(l2_norm(p.value - w) ** 2 for p, w in zip(params, start)))
             ratios.append(dw / w0 if w0 > 0 else math.nan)
         self._start = []
         self.epochs.append(epoch)
@@ -337,16 +326,8 @@ def explain(model: Any, x: Any, y: Any, *, training: bool = True, verbose: bool 
     """
     if getattr(model, "loss", None) is None:
         raise RuntimeError("call model.compile(optimizer=..., loss=...) before explain()")
-    x = check_features(x, "x", model.dtype, model.input_dim)
-    if not model.built:
-        model.build(x.shape[1])
-    try:
-        n_targets = len(y)
-    except TypeError:
-        raise TypeError(f"y must be an array, got {type(y).__name__}") from None
-    if n_targets != x.shape[0]:
-        raise ValueError(f"x and y have different lengths: {x.shape[0]} and {n_targets}")
-    y = model.loss.prepare_targets(y, model.output_dim, model.dtype)
+    x, y = model._prepare(x, y)  # the model's own boundary checks
+    model._ensure_built(x.shape[1])
     layers = list(model.layers)
     params = model.parameters()
     saved_flags = [layer.needs_input_grad for layer in layers]
@@ -362,17 +343,17 @@ def explain(model: Any, x: Any, y: Any, *, training: bool = True, verbose: bool 
         g = model.loss.backward()
         records: list[dict[str, Any]] = [{
             "name": "loss", "type": type(model.loss).__name__, "derivative": _loss_text(model.loss),
-            "loss": loss_value, "to_left_shape": tuple(g.shape), "to_left_norm": _norm(g)}]
+            "loss": loss_value, "to_left_shape": tuple(g.shape), "to_left_norm": l2_norm(g)}]
         for layer in reversed(layers):
-            shape_in, norm_in = tuple(g.shape), _norm(g)
+            shape_in, norm_in = tuple(g.shape), l2_norm(g)
             g = layer.backward(g)
-            norm_out = _norm(g)
+            norm_out = l2_norm(g)
             records.append({
                 "name": layer.name, "type": type(layer).__name__, "derivative": _describe(layer),
                 "from_right_shape": shape_in, "from_right_norm": norm_in,
                 "to_left_shape": tuple(g.shape), "to_left_norm": norm_out,
                 "gain": norm_out / norm_in if norm_in > 0 else math.nan,
-                "param_grad_norms": {p.name: _norm(p.grad) for p in layer.parameters()},
+                "param_grad_norms": {p.name: l2_norm(p.grad) for p in layer.parameters()},
             })
     finally:
         for layer, flag, state in zip(layers, saved_flags, saved_states):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .functional import l2_norm
 from .parameter import Parameter, flat_view
 from .registry import Registry
 
@@ -148,14 +149,14 @@ class Optimizer:
                 np.clip(g, -self.clipvalue, self.clipvalue, out=g)
         elif self.clipnorm is not None:  # per parameter: needs each parameter's own norm
             for p in group.params:
-                norm = _l2(p.grad)
+                norm = l2_norm(p.grad)
                 if norm > self.clipnorm:
                     p.grad *= self.clipnorm / norm
         elif self.global_clipnorm is not None:
             if group.flat_grad is not None:
-                total = _l2(group.flat_grad)
+                total = l2_norm(group.flat_grad)
             else:
-                total = math.sqrt(sum(_l2(p.grad) ** 2 for p in group.params))
+                total = math.sqrt(sum(l2_norm(p.grad) ** 2 for p in group.params))
             coef = self.global_clipnorm / (total + GLOBAL_CLIPNORM_EPS)
             if coef < 1.0:  # PyTorch clamps the factor to 1: small gradients are left alone
                 for g in [group.flat_grad] if group.flat_grad is not None else [p.grad for p in group.params]:
@@ -202,17 +203,6 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def _l2(a: np.ndarray) -> float:
-    """L2 norm of an array as a Python float (accumulated in float64 if float32 overflows)."""
-    flat = a.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = float(np.dot(flat, flat))
-    if not math.isfinite(sq) and np.isfinite(flat).all():
-        flat = flat.astype(np.float64)
-        sq = float(np.dot(flat, flat))
-    return math.sqrt(sq)
 
 
 registry = Registry("optimizer", base=Optimizer)

@@ -1,5 +1,7 @@
 """Tests for nnlib.functional: each function against a direct formula, stability, dtype, ``out=`` and errors."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -167,3 +169,12 @@ def test_softmax_is_exp_log_softmax_and_sigmoid_symmetry(z):
     """exp(log_softmax) == softmax, and sigmoid(-x) == 1 - sigmoid(x)."""
     np.testing.assert_allclose(np.exp(F.log_softmax(z)), F.softmax(z), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(F.sigmoid(-z), 1 - F.sigmoid(z), atol=1e-15)
+
+
+def test_l2_norm_matches_the_definition_and_survives_float32_overflow():
+    """sqrt(sum a^2), as a float; float32 squares beyond 3.4e38 fall back to float64, not inf."""
+    a = np.array([[3.0, 4.0], [0.0, 12.0]], dtype=np.float32)
+    assert F.l2_norm(a) == 13.0
+    big = np.full(4, 1e20, dtype=np.float32)  # each square 1e40 overflows float32
+    assert F.l2_norm(big) == pytest.approx(2e20, rel=1e-6)
+    assert math.isnan(F.l2_norm(np.array([1.0, np.nan])))
