@@ -26,6 +26,7 @@ of one phase such as ``fit``. MB here means MiB (2**20 bytes).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -682,3 +683,17 @@ def median_of(results: Sequence[dict[str, Any]], key: str) -> float | None:
     """Median over rounds of a figure (None where a round lacks it)."""
     values = [r[key] for r in results if r.get(key) is not None]
     return statistics.median(values) if values else None
+
+def add_runner_options(p: argparse.ArgumentParser) -> None:
+    """The options every benchmark shares: waiting for a quiet machine, re-runs, worker mode."""
+    p.add_argument("--quiet-wait", type=float, default=None,
+                   help="before each worker, wait up to this many seconds for other processes to go quiet "
+                        "(0: don't; default 60, 0 with --quick)")
+    p.add_argument("--busy-retries", type=int, default=None,
+                   help="run a worker again, up to this many times, when other processes kept more than "
+                        f"{BUSY_CPUS} CPUs busy during it, or when its machine probe shows a slow spell of the "
+                        f"host (GEMMs slower than the run's best / {SLOW_FACTOR}) (default 1, 0 with --quick)")
+    p.add_argument("--slow-wait", type=float, default=180.0,
+                   help="before re-running a worker caught in a slow spell, wait up to this many seconds "
+                        "for the spell to end (default 180)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)

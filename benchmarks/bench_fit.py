@@ -407,17 +407,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("adam", "momentum"), help="cProfile nnlib epochs in this process")
     p.add_argument("--profile-top", type=int, default=15, help="entries shown by --profile")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_fit*.json)")
-    p.add_argument("--quiet-wait", type=float, default=None,
-                   help="before each worker, wait up to this many seconds for other processes to go quiet "
-                        "(0: don't; default 60, 0 with --quick)")
-    p.add_argument("--busy-retries", type=int, default=None,
-                   help="run a worker again, up to this many times, when other processes kept more than "
-                        f"{C.BUSY_CPUS} CPUs busy during it, or when its machine probe shows a slow spell of the "
-                        f"host (GEMMs slower than the run's best / {C.SLOW_FACTOR}) (default 1, 0 with --quick)")
-    p.add_argument("--slow-wait", type=float, default=180.0,
-                   help="before re-running a worker caught in a slow spell, wait up to this many seconds "
-                        "for the spell to end (default 180)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    C.add_runner_options(p)
     args = p.parse_args(argv)
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 60.0

@@ -117,17 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="compile without metrics=['accuracy'] (skips the per-batch training accuracy)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2048 rows, 2 epochs, 2 floor samples")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_scaling[_quick].json)")
-    p.add_argument("--quiet-wait", type=float, default=None,
-                   help="before each worker, wait up to this many seconds for other processes to go quiet "
-                        "(0: don't; default 60, 0 with --quick)")
-    p.add_argument("--busy-retries", type=int, default=None,
-                   help="run a worker again, up to this many times, when other processes kept more than "
-                        f"{C.BUSY_CPUS} CPUs busy during it, or when its machine probe shows a slow spell of the "
-                        f"host (GEMMs slower than the run's best / {C.SLOW_FACTOR}) (default 1, 0 with --quick)")
-    p.add_argument("--slow-wait", type=float, default=180.0,
-                   help="before re-running a worker caught in a slow spell, wait up to this many seconds "
-                        "for the spell to end (default 180)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    C.add_runner_options(p)
     args = p.parse_args(argv)
     if args.worker:
         C.emit(worker(json.loads(args.worker)))
