@@ -59,7 +59,7 @@ class Callback:
         """After epoch ``epoch``; ``logs`` has ``loss``, metrics and ``val_`` entries."""
 
     def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """After each optimizer step; ``logs`` has the batch's ``loss`` and ``size``."""
+        """After each optimizer step; ``logs`` has the batch's ``size``, ``loss`` and metrics."""
 
 
 class CallbackList:
@@ -175,6 +175,14 @@ class ConvergenceStop(Callback):
             )
 
 
+def _has_width(stream: Any) -> bool:
+    """A terminal that reports 0 columns (some pseudo-terminals) would hide tqdm's bar."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _format_logs(logs: dict[str, Any]) -> str:
     return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, float))
 
@@ -202,11 +210,11 @@ class ProgressLogger(Callback):
 
     def on_train_begin(self, logs=None):
         stream = self._out()
-        self.use_bar = self.verbose == 1 and hasattr(stream, "isatty") and stream.isatty()
+        self.use_bar = self.verbose == 1 and hasattr(stream, "isatty") and stream.isatty() and _has_width(stream)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
-        self.seen, self.loss_sum, self.last_refresh = 0, 0.0, 0.0
+        self.seen, self.sums, self.last_refresh = 0, {}, 0.0
         self.bar = None
         if self.use_bar:
             from tqdm.auto import tqdm
@@ -219,12 +227,15 @@ class ProgressLogger(Callback):
             return
         size = logs["size"]
         self.seen += size
-        self.loss_sum += logs["loss"] * size
+        for key, value in logs.items():  # running, sample-weighted means of loss and metrics
+            if key != "size":
+                self.sums[key] = self.sums.get(key, 0.0) + value * size
         self.bar.update(size)
         now = time.perf_counter()
         if now - self.last_refresh > 0.2:  # formatting every batch would cost more than the step
             self.last_refresh = now
-            self.bar.set_postfix_str(f"loss: {self.loss_sum / self.seen:.4f}", refresh=False)
+            running = {key: total / self.seen for key, total in self.sums.items()}
+            self.bar.set_postfix_str(_format_logs(running), refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.t0

@@ -300,3 +300,20 @@ def test_verbose_1_prints_convergence_reason(capsys):
     assert h.stopped_epoch == 2
     assert len([ln for ln in out.splitlines() if ln.startswith("Epoch ")]) == 3
     assert h.stop_reason in out and "converged" in out
+
+
+def test_batch_logs_carry_the_batch_metrics():
+    """on_batch_end sees each batch's size, loss and metrics (what the progress bar averages)."""
+    seen = []
+
+    class Spy(nn.Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append(dict(logs))
+
+    rng = np.random.default_rng(0)
+    model = nn.Sequential([nn.Dense(3)], seed=0)
+    model.compile("sgd", "softmax_cross_entropy", metrics=["accuracy"])
+    model.fit(rng.random((10, 2)), rng.integers(0, 3, 10), batch_size=4, callbacks=[Spy()], verbose=0, tol=None)
+    assert [log["size"] for log in seen] == [4, 4, 2]
+    assert all(set(log) == {"size", "loss", "accuracy"} for log in seen)
+    assert all(0.0 <= log["accuracy"] <= 1.0 and log["accuracy"] * log["size"] % 1 == 0 for log in seen)
