@@ -304,6 +304,8 @@ def spawn_worker(script: str | Path, spec: dict[str, Any], timeout: float = 1800
     """
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
     waited = wait_for_quiet(quiet_wait) if quiet_wait > 0 else 0.0
+    if waited > 1.5:
+        progress(f"  (waited {waited:.0f} s for other processes to go quiet)")
     monitor = CpuMonitor()
     t0 = time.perf_counter()
     try:

@@ -247,8 +247,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
         for w in workloads:  # round-robin: noise spreads over all workloads alike
             C.progress(f"[round {round_ + 1}/{args.repeats}] {w} ...")
             res = C.run_worker(__file__, {**spec_base, "workload": w}, args.quiet_wait, args.busy_retries)
-            if res.get("waited_for_quiet_s", 0) > 1.5:
-                C.progress(f"  (waited {res['waited_for_quiet_s']:.0f} s for other processes to go quiet)")
             if "error" in res:
                 C.progress(f"  {w} FAILED: {res['error']}")
             else:

@@ -143,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
             C.progress(f"[round {round_ + 1}/{args.repeats}] {pt['sweep']} sweep: width {pt['width']}, "
                        f"batch {pt['batch_size']} ...")
             res = C.run_worker(__file__, {**base, **pt}, args.quiet_wait, args.busy_retries)
-            if res.get("waited_for_quiet_s", 0) > 1.5:
-                C.progress(f"  (waited {res['waited_for_quiet_s']:.0f} s for other processes to go quiet)")
             if "error" in res:
                 C.progress(f"  FAILED: {res['error']}")
             else:

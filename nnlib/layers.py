@@ -16,7 +16,6 @@ files keep it (see :mod:`nnlib.training_layers` for Dropout and BatchNormalizati
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from . import functional as F
 from . import initializers
 from ._buffers import cached_buffer
+from .data import check_positive_int
 from .parameter import Parameter
 from .registry import Registry
 
@@ -288,16 +288,6 @@ class Linear(_Activation):
         return x
 
 
-def _check_units(value: Any, what: str) -> int:
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be a positive int, got {value!r}") from None
-    if isinstance(value, bool) or n <= 0:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return n
-
-
 @registry.register("dense")
 class Dense(Layer):
     """Fully connected layer, ``y = activation(x @ weight + bias)``.
@@ -335,8 +325,8 @@ class Dense(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        self.units = _check_units(units, "units")
-        self.declared_input_dim = None if input_dim is None else _check_units(input_dim, "input_dim")
+        self.units = check_positive_int(units, "units")
+        self.declared_input_dim = None if input_dim is None else check_positive_int(input_dim, "input_dim")
         self.activation = None if activation is None else activations.get(activation)
         self.weight_init = None if weight_init is None else initializers.get(weight_init)
         self.bias_init = initializers.get(bias_init)
@@ -359,7 +349,7 @@ class Dense(Layer):
         return self.units
 
     def build(self, input_dim, rng, dtype=np.float32):
-        input_dim = _check_units(input_dim, "input_dim")
+        input_dim = check_positive_int(input_dim, "input_dim")
         self.output_dim_for(input_dim)
         self.dtype = np.dtype(dtype)
         init = self.weight_init or self._default_init()

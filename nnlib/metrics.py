@@ -35,18 +35,22 @@ def accuracy(y_true: np.ndarray, y_out: np.ndarray) -> float:
     return float(np.mean((y_out.reshape(-1) > 0.5) == (y_true.reshape(-1) > 0.5)))
 
 
+def _errors(y_true: np.ndarray, y_out: np.ndarray) -> np.ndarray:
+    """``y_out - y_true`` in float64, targets reshaped to the outputs' shape (N,) -> (N, 1)."""
+    return np.asarray(y_out, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(np.shape(y_out))
+
+
 @registry.register("mse", "mean_squared_error")
 def mse(y_true: np.ndarray, y_out: np.ndarray) -> float:
     """Mean squared error over all elements."""
-    diff = np.asarray(y_out, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(np.shape(y_out))
+    diff = _errors(y_true, y_out)
     return float(np.mean(diff * diff))
 
 
 @registry.register("mae", "mean_absolute_error")
 def mae(y_true: np.ndarray, y_out: np.ndarray) -> float:
     """Mean absolute error over all elements."""
-    diff = np.asarray(y_out, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(np.shape(y_out))
-    return float(np.mean(np.abs(diff)))
+    return float(np.mean(np.abs(_errors(y_true, y_out))))
 
 
 def get(identifier: Any) -> tuple[str, Callable[[np.ndarray, np.ndarray], float]]:

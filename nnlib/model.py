@@ -19,6 +19,7 @@ import numpy as np
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
+from ._buffers import cached_buffer
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger, TerminateOnNaN
 from .data import INIT_STREAM, check_features, check_positive_int, epoch_rng, split_indices
 from .layers import Dense, Layer
@@ -380,8 +381,6 @@ class Sequential:
         return figures
 
     def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        from ._buffers import cached_buffer
-
         return cached_buffer(self._buffers, key, shape, self.dtype)
 
     def train_on_batch(self, x: Any, y: Any) -> float:

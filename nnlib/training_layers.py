@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .layers import Layer, _check_units, registry
+from .data import check_positive_int
+from .layers import Layer, registry
 from .parameter import Parameter
 
 __all__ = ["Dropout", "BatchNormalization"]
@@ -68,7 +69,7 @@ class Dropout(Layer):
         self._mask: np.ndarray | None = None
 
     def build(self, input_dim, rng, dtype=np.float32):
-        out = super().build(_check_units(input_dim, "input_dim"), rng, dtype)
+        out = super().build(check_positive_int(input_dim, "input_dim"), rng, dtype)
         self._rng = _child_generator(rng)
         return out
 
@@ -193,7 +194,7 @@ class BatchNormalization(Layer):
         self.moving_variance: np.ndarray | None = None
 
     def build(self, input_dim, rng, dtype=np.float32):
-        d = _check_units(input_dim, "input_dim")
+        d = check_positive_int(input_dim, "input_dim")
         super().build(d, rng, dtype)
         prefix = f"{self.name}/" if self.name else ""
         self.gamma = Parameter(np.ones(d, dtype=self.dtype), prefix + "gamma")

@@ -9,6 +9,8 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from nnlib.parameter import Parameter, pack  # noqa: E402
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:
@@ -24,3 +26,24 @@ def away_from_zero():
         return rng.uniform(low, high, shape) * rng.choice([-1.0, 1.0], shape)
 
     return draw
+
+
+@pytest.fixture
+def two_scalar_steps():
+    """``run(optimizer, packed) -> (p1, p2, untouched)``: two steps on a scalar p = 1 with
+    gradients 0.5 then -0.25, beside a parameter (value 0) whose gradient is always 0;
+    ``packed`` puts both in one flat buffer (the optimizers' fast path)."""
+
+    def run(optimizer, packed: bool) -> tuple[float, float, float]:
+        params = [Parameter(np.array([1.0]), "p"), Parameter(np.array([0.0]), "unused")]
+        if packed:
+            pack(params, np.dtype(np.float64))
+        values = []
+        for g in (0.5, -0.25):
+            params[0].grad[...] = g
+            params[1].grad[...] = 0.0
+            optimizer.step(params)
+            values.append(float(params[0].value[0]))
+        return values[0], values[1], float(params[1].value[0])
+
+    return run

@@ -347,14 +347,8 @@ def test_iterations_count_and_bias_correction_uses_step():
     (lambda: Momentum(lr=0.1, momentum=0.9, nesterov=True), 0.905, 0.912, 1e-15),
     (lambda: Adam(lr=0.1), 0.900000002, 0.8733662987, 1e-10),
 ], ids=["sgd", "sgd_wd", "momentum", "nesterov", "adam"])
-def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed):
+def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed, two_scalar_steps):
     """Two steps on a scalar parameter land on values worked out on paper (see the comment above)."""
-    params = [Parameter(np.array([1.0]), "p"), Parameter(np.array([0.0]), "unused")]
-    if packed:
-        pack(params, np.dtype(np.float64))
-    optimizer = opt()
-    for g, expected in ((0.5, p1), (-0.25, p2)):
-        params[0].grad[...] = g
-        params[1].grad[...] = 0.0
-        optimizer.step(params)
-        np.testing.assert_allclose(params[0].value, [expected], rtol=rtol)
+    got1, got2, untouched = two_scalar_steps(opt(), packed)
+    np.testing.assert_allclose([got1, got2], [p1, p2], rtol=rtol)
+    assert untouched == 0.0  # zero gradient, nothing to decay: untouched

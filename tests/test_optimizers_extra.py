@@ -127,17 +127,10 @@ def test_packed_and_loose_paths_agree(name, make, hand):
     (lambda: RMSprop(lr=0.01, centered=True), 0.8994962387, 0.9444410903, 1e-10),
     (lambda: AdamW(lr=0.1, weight_decay=0.1), 0.890000002, 0.8544662987, 1e-10),
 ], ids=["rmsprop", "rmsprop_momentum", "rmsprop_centered", "adamw"])
-def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed):
-    params = [Parameter(np.array([1.0]), "p"), Parameter(np.array([0.0]), "unused")]
-    if packed:
-        pack(params, np.dtype(np.float64))
-    optimizer = opt()
-    for g, expected in ((0.5, p1), (-0.25, p2)):
-        params[0].grad[...] = g
-        params[1].grad[...] = 0.0
-        optimizer.step(params)
-        np.testing.assert_allclose(params[0].value, [expected], rtol=rtol)
-    np.testing.assert_array_equal(params[1].value, [0.0])  # zero gradient, no decay of 0: untouched
+def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed, two_scalar_steps):
+    got1, got2, untouched = two_scalar_steps(opt(), packed)
+    np.testing.assert_allclose([got1, got2], [p1, p2], rtol=rtol)
+    assert untouched == 0.0  # zero gradient, no decay of 0: untouched
 
 
 def test_adamw_decay_is_decoupled_from_adam_l2():
