@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _positive(kind: type) -> callable:
+def _positive(kind: type) -> Callable[[str], float]:
     def parse(text: str):
         try:
             value = kind(text)
