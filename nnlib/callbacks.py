@@ -71,6 +71,8 @@ class CallbackList:
                 raise TypeError(f"callbacks must be Callback instances, got {cb!r}")
         self.callbacks = list(callbacks)
         self.model = model
+        #: the callbacks that override on_batch_end: fit builds batch logs only for them
+        self.batch_callbacks = [cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
@@ -94,7 +96,7 @@ class CallbackList:
                 self.model.stop_reason = f"stopped by {type(cb).__name__} after epoch {epoch + 1}"
 
     def on_batch_end(self, batch, logs=None):
-        for cb in self.callbacks:
+        for cb in self.batch_callbacks:
             cb.on_batch_end(batch, logs)
 
 

@@ -345,7 +345,8 @@ class Sequential:
                         break
                     figures = self._batch_figures(loss, yb, out)
                     sums = [total + size * f for total, f in zip(sums, figures)]
-                    callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
+                    if callback_list.batch_callbacks:
+                        callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
                     if interrupt.requested:
                         break
                 if self.stop_training and history.stopped_epoch == epoch:  # TerminateOnNaN stopped mid-epoch

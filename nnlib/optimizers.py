@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _blas
 from .functional import l2_norm
 from .parameter import Parameter, flat_view
 from .registry import Registry
@@ -165,8 +166,7 @@ class Optimizer:
     def _apply(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
                scratch: np.ndarray) -> None:
         if self.weight_decay:
-            np.multiply(value, self.weight_decay, out=scratch)
-            grad += scratch
+            _blas.axpy(self.weight_decay, value, grad, scratch)
         self._update(value, grad, state, scratch)
 
     def _update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
@@ -227,7 +227,7 @@ class SGD(Optimizer):
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
 
     def _update(self, value, grad, state, scratch):
-        value -= np.multiply(grad, self.lr, out=scratch)
+        _blas.axpy(-self.lr, grad, value, scratch)
 
 
 @registry.register("momentum")
@@ -261,15 +261,12 @@ class Momentum(Optimizer):
 
     def _update(self, value, grad, state, scratch):
         v = state["velocity"]
-        v *= self.momentum
-        v += grad
-        if self.nesterov:
-            np.multiply(v, self.momentum, out=scratch)
-            scratch += grad
-            scratch *= self.lr
+        _blas.axpby(1.0, grad, self.momentum, v, scratch)  # v = mu v + g, one pass
+        if self.nesterov:  # p -= lr (g + mu v), as two one-pass updates
+            _blas.axpy(-self.lr, grad, value, scratch)
+            _blas.axpy(-self.lr * self.momentum, v, value, scratch)
         else:
-            np.multiply(v, self.lr, out=scratch)
-        value -= scratch
+            _blas.axpy(-self.lr, v, value, scratch)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -322,11 +319,9 @@ class Adam(Optimizer):
     def _update(self, value, grad, state, scratch):
         m, v, s = state["m"], state["v"], scratch
         t = self.iterations
-        m *= self.beta1
-        m += grad
+        _blas.axpby(1.0, grad, self.beta1, m, s)  # M = b1 M + g
         np.multiply(grad, grad, out=s)
-        v *= self.beta2
-        v += s
+        _blas.axpby(1.0, s, self.beta2, v, s)  # V = b2 V + g^2
         # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M / (sqrt(V) + e)
         # (Python floats: float32 buffers stay float32)
         c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t))
@@ -334,8 +329,7 @@ class Adam(Optimizer):
         np.sqrt(v, out=s)
         s += self.eps / c
         np.divide(m, s, out=s)
-        s *= step_scale
-        value -= s
+        _blas.axpy(-step_scale, s, value, s)
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -394,13 +388,10 @@ class RMSprop(Optimizer):
     def _update(self, value, grad, state, scratch):
         v, s = state["square_avg"], scratch
         np.multiply(grad, grad, out=s)
-        s *= 1.0 - self.alpha
-        v *= self.alpha
-        v += s
+        _blas.axpby(1.0 - self.alpha, s, self.alpha, v, s)  # v = alpha v + (1 - alpha) g^2
         if self.centered:
             a = state["grad_avg"]
-            a *= self.alpha
-            a += np.multiply(grad, 1.0 - self.alpha, out=s)
+            _blas.axpby(1.0 - self.alpha, grad, self.alpha, a, s)
             np.multiply(a, a, out=s)
             np.subtract(v, s, out=s)
             np.maximum(s, 0.0, out=s)  # v >= a^2 in exact arithmetic; rounding must not give sqrt(-0.0001)
@@ -411,12 +402,10 @@ class RMSprop(Optimizer):
         np.divide(grad, s, out=s)  # g / d
         if self.momentum:
             buf = state["momentum_buffer"]
-            buf *= self.momentum
-            buf += s
-            np.multiply(buf, self.lr, out=s)
+            _blas.axpby(1.0, s, self.momentum, buf, s)
+            _blas.axpy(-self.lr, buf, value, s)
         else:
-            s *= self.lr
-        value -= s
+            _blas.axpy(-self.lr, s, value, s)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,

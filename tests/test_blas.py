@@ -1,0 +1,133 @@
+"""The one-pass vector updates (nnlib._blas): BLAS path, NumPy fallback, and their agreement."""
+
+import numpy as np
+import pytest
+
+from nnlib import _blas
+from nnlib.optimizers import SGD, Adam, AdamW, Momentum, RMSprop
+from nnlib.parameter import Parameter, pack
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def no_blas(monkeypatch):
+    """Force the NumPy fallback, as on a machine without NumPy's bundled OpenBLAS."""
+    monkeypatch.setattr(_blas, "_ROUTINES", {})
+
+
+def arrays(dtype, n=10_007, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype), np.empty(n, dtype)
+
+
+def test_describe_names_the_implementation():
+    text = _blas.describe()
+    assert "OpenBLAS" in text or "NumPy ufuncs" in text
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("a,b", [(1.0, 0.9), (0.37, 1.0), (-0.01, 0.5), (1.0, 1.0)])
+def test_axpby_matches_the_formula(dtype, a, b):
+    x, y, scratch = arrays(dtype)
+    want = a * x.astype(np.float64) + b * y.astype(np.float64)
+    _blas.axpby(a, x, b, y, scratch)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    assert y.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_axpy_matches_the_formula(dtype):
+    x, y, scratch = arrays(dtype)
+    want = y.astype(np.float64) - 0.25 * x.astype(np.float64)
+    _blas.axpy(-0.25, x, y, scratch)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_agrees_with_blas(dtype, monkeypatch):
+    x, y0, scratch = arrays(dtype)
+    results = []
+    for routines in (_blas._ROUTINES, {}):
+        monkeypatch.setattr(_blas, "_ROUTINES", routines)
+        y = y0.copy()
+        _blas.axpby(1.0, x, 0.9, y, scratch)
+        _blas.axpy(-0.05, x, y, scratch)
+        results.append(y)
+    np.testing.assert_allclose(results[0], results[1], rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+
+
+def test_non_contiguous_or_mixed_arrays_take_the_fallback():
+    x, y, scratch = arrays(np.float32, 20)
+    assert not _blas.available(x[::2], y[::2])
+    assert not _blas.available(x.astype(np.float64), y)
+    assert not _blas.available(x[:10], y)
+    y_strided = y[::2].copy()
+    want = 2.0 * x[::2] + 3.0 * y_strided
+    _blas.axpby(2.0, x[::2], 3.0, y_strided, scratch[::2])
+    np.testing.assert_allclose(y_strided, want, rtol=1e-6)
+    read_only = y.copy()
+    read_only.flags.writeable = False
+    assert not _blas.available(x, read_only)
+
+
+def test_a_chunk_gets_the_same_values_as_the_whole():
+    # Optimizers run on one flat buffer or on each parameter: position must not matter.
+    x, y0, scratch = arrays(np.float32, 100_003)
+    whole = y0.copy()
+    _blas.axpby(0.37, x, 0.9, whole, scratch)
+    parts = y0.copy()
+    for lo, hi in [(0, 7), (7, 1000), (1000, 50_001), (50_001, 100_003)]:
+        _blas.axpby(0.37, x[lo:hi], 0.9, parts[lo:hi], scratch[lo:hi])
+    np.testing.assert_array_equal(parts, whole)
+
+
+def test_pointer_cache_follows_new_arrays():
+    for _ in range(3 * _blas._MAX_POINTERS):  # ids are reused after arrays die
+        x, y, scratch = arrays(np.float32, 64, seed=_)
+        want = y + x
+        _blas.axpby(1.0, x, 1.0, y, scratch)
+        np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+OPTIMIZERS = [
+    lambda: SGD(lr=0.1, weight_decay=0.01),
+    lambda: Momentum(lr=0.05, momentum=0.9),
+    lambda: Momentum(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1),
+    lambda: Adam(lr=0.01, weight_decay=0.1),
+    lambda: AdamW(lr=0.01),
+    lambda: RMSprop(lr=0.01, momentum=0.5, centered=True),
+]
+
+
+def train_steps(make, steps=5):
+    rng = np.random.default_rng(7)
+    params = [Parameter(rng.normal(size=(30, 20)), "w"), Parameter(rng.normal(size=20), "b")]
+    pack(params, np.dtype(np.float64))
+    opt = make()
+    for _ in range(steps):
+        for p in params:
+            p.grad[...] = rng.normal(size=p.shape)
+        opt.step(params)
+    return [p.value.copy() for p in params]
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS, ids=["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_optimizers_agree_with_and_without_blas(make, monkeypatch):
+    with_blas = train_steps(make)
+    monkeypatch.setattr(_blas, "_ROUTINES", {})
+    without = train_steps(make)
+    for a, b in zip(with_blas, without):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_fallback_runs_the_golden_momentum_step(no_blas):
+    p = Parameter(np.array([1.0]))
+    opt = Momentum(lr=0.1, momentum=0.9)
+    for g in (0.5, -0.25):
+        p.grad[...] = g
+        opt.step([p])
+    # v1 = 0.5, p1 = 0.95; v2 = 0.45 - 0.25 = 0.2, p2 = 0.95 - 0.02 = 0.93
+    assert p.value[0] == pytest.approx(0.93, abs=1e-15)
