@@ -33,17 +33,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpy", "available", "describe"]
+__all__ = ["axpby", "axpy", "sum_of_squares", "available", "describe"]
 
 
 class _Routines:
     """ctypes handles of one dtype's ``axpby`` and ``axpy``."""
 
-    __slots__ = ("axpby", "axpy", "scalar")
+    __slots__ = ("axpby", "axpy", "dot", "scalar")
 
     def __init__(self, lib: Any, prefix: str, scalar: Any) -> None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         self.scalar = scalar
+        self.dot = getattr(lib, f"scipy_cblas_{prefix}dot64_")
+        self.dot.argtypes = [i64, ptr, i64, ptr, i64]
+        self.dot.restype = scalar
         self.axpby = getattr(lib, f"scipy_cblas_{prefix}axpby64_")
         self.axpby.argtypes = [i64, scalar, ptr, i64, scalar, ptr, i64]
         self.axpby.restype = None
@@ -84,6 +87,7 @@ def _load() -> tuple[dict[np.dtype, _Routines], str]:
         r.axpby(19, 0.5, x.ctypes.data, 1, 3.0, y.ctypes.data, 1)
         ok = np.array_equal(y, 0.5 * np.arange(1.0, 20.0) + 6.0)
         r.axpy(19, -2.0, x.ctypes.data, 1, y.ctypes.data, 1)
+        ok = ok and r.dot(19, x.ctypes.data, 1, x.ctypes.data, 1) == 2470.0  # sum of k^2, k = 1..19
         if not ok or not np.array_equal(y, 6.0 - 1.5 * np.arange(1.0, 20.0)):
             return {}, f"NumPy's OpenBLAS failed the {dtype} self-check: NumPy ufuncs"
     return routines, f"NumPy's OpenBLAS ({os.path.basename(path)})"
@@ -146,3 +150,15 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray, scratch: np.ndarray) -> None:
         _ROUTINES[y.dtype].axpy(y.size, a, _pointer(x), 1, _pointer(y), 1)
         return
     y += np.multiply(x, a, out=scratch)
+
+
+def sum_of_squares(x: np.ndarray) -> float:
+    """``sum(x * x)`` as a Python float; inf or NaN when ``x`` holds any (never a warning).
+
+    One read of ``x``: the model's guard against non-finite gradients. The BLAS path
+    accumulates in ``x``'s dtype, so a float32 sum above ~3e38 is inf too.
+    """
+    if x.dtype in _ROUTINES and x.flags.c_contiguous:
+        return float(_ROUTINES[x.dtype].dot(x.size, _pointer(x), 1, _pointer(x), 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(x.reshape(-1), x.reshape(-1)))

@@ -6,19 +6,25 @@ from typing import Any
 
 import numpy as np
 
-_MAX_ENTRIES = 16  # batch sizes come and go (predict chunks, the last partial batch)
+_MAX_ENTRIES = 32  # batch sizes come and go (predict chunks, the last partial batch)
 
 
 def cached_buffer(cache: dict, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """Return ``cache``'s array for ``(key, shape, dtype)``, allocating it on first use.
 
     The caller owns the contents only until its next call with the same key and
-    shape; this is what lets a training step run without fresh allocations.
+    shape; this is what lets a training step run without fresh allocations. The
+    array last returned for ``key`` is also kept under ``key`` alone, so the common
+    case (same shape as last time) is one dict lookup and two comparisons.
     """
+    last = cache.get(key)
+    if last is not None and last.shape == shape and last.dtype == dtype:
+        return last
     dtype = np.dtype(dtype)
     buf = cache.get((key, shape, dtype))
     if buf is None:
         if len(cache) >= _MAX_ENTRIES:
             cache.clear()
         buf = cache[(key, shape, dtype)] = np.empty(shape, dtype=dtype)
+    cache[key] = buf
     return buf

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _blas
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
@@ -190,8 +191,7 @@ class Sequential:
         self._backward(self.loss.backward())
         # One dot product detects any inf/NaN among all gradients (or a sum too large
         # to be useful); only then look for the culprit, before the weights are touched.
-        with np.errstate(over="ignore", invalid="ignore"):
-            grad_energy = float(np.dot(self._flat_grads, self._flat_grads)) if self._params else 0.0
+        grad_energy = _blas.sum_of_squares(self._flat_grads) if self._params else 0.0
         if not math.isfinite(grad_energy):
             for p in self._params:
                 if not np.isfinite(p.grad).all():

@@ -36,6 +36,8 @@ __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "RMSprop", "AdamW", "registry
 
 #: PyTorch clip_grad_norm_'s guard: grads *= max_norm / (total_norm + 1e-6)
 GLOBAL_CLIPNORM_EPS = 1e-6
+#: steps between flushes of state entries on their way to subnormal (Optimizer._flush_subnormals)
+FLUSH_EVERY = 64
 
 
 def _number(value: Any, what: str, low: float, high: float = math.inf, *, low_open: bool = False,
@@ -138,9 +140,41 @@ class Optimizer:
             if group.state is None:
                 group.state = self._flat_state(group)
             self._apply(group.flat_value, group.flat_grad, group.state, group.scratch)
+            if self.iterations % FLUSH_EVERY == 0:
+                self._flush_subnormals([group.state], group.scratch)
         else:
             for p in params:
                 self._apply(p.value, p.grad, self._param_state(p), np.empty_like(p.value))
+            if self.iterations % FLUSH_EVERY == 0:
+                self._flush_subnormals([self.state[p] for p in params])
+
+    def _decays(self) -> dict[str, float]:
+        """Each state slot's factor per step when the gradient is zero (momentum, beta1, ...)."""
+        return {}
+
+    def _flush_subnormals(self, states: list[dict[str, np.ndarray]], scratch: np.ndarray | None = None) -> None:
+        """Zero the state entries that would turn subnormal before the next flush.
+
+        A moment of a parameter whose gradient stays 0 (a dead ReLU, an always-blank
+        pixel) decays geometrically into the subnormal floats, and x86 CPUs compute on
+        those many times slower (measured: Adam's epoch grew ~7% by epoch 6 on
+        Fashion-MNIST); NumPy has no flush-to-zero switch. So every FLUSH_EVERY steps,
+        entries with ``|x| < tiny / decay**FLUSH_EVERY`` (at most ``sqrt(tiny)``:
+        about 1e-19 in float32) become 0. For Adam with beta1 = 0.9 in float32 the
+        threshold is 1e-35, which changes no weight by more than about 1e-30.
+        """
+        for slot, decay in self._decays().items():
+            for state in states:
+                x = state.get(slot)
+                if x is None or x.size == 0 or decay == 0.0:
+                    continue
+                info = np.finfo(x.dtype)
+                floor = math.sqrt(float(info.tiny))
+                shrink = decay ** FLUSH_EVERY  # may underflow to 0.0 for a small decay
+                threshold = min(float(info.tiny) / shrink, floor) if shrink else floor
+                work = np.empty_like(x) if scratch is None or scratch.shape != x.shape else scratch
+                np.abs(x, out=work)
+                x *= np.greater_equal(work, threshold, out=work)
 
     def _clip(self, group: _Group) -> None:
         """Clip the gradients in place (before weight decay), on the flat buffer when there is one."""
@@ -268,6 +302,9 @@ class Momentum(Optimizer):
         else:
             _blas.axpy(-self.lr, v, value, scratch)
 
+    def _decays(self):
+        return {"velocity": self.momentum}
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -330,6 +367,9 @@ class Adam(Optimizer):
         s += self.eps / c
         np.divide(m, s, out=s)
         _blas.axpy(-step_scale, s, value, s)
+
+    def _decays(self):
+        return {"m": self.beta1, "v": self.beta2}
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -406,6 +446,9 @@ class RMSprop(Optimizer):
             _blas.axpy(-self.lr, buf, value, s)
         else:
             _blas.axpy(-self.lr, s, value, s)
+
+    def _decays(self):
+        return {"square_avg": self.alpha, "grad_avg": self.alpha, "momentum_buffer": self.momentum}
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,

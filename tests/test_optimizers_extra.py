@@ -283,3 +283,47 @@ def test_model_trains_with_new_optimizers_and_clipping():
         history = model.fit(x, y, epochs=15, batch_size=16, verbose=0, tol=None)
         assert history.history["loss"][-1] < 0.8 * history.history["loss"][0], opt
         assert all(w.dtype == np.float32 for w in model.get_weights())
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+@pytest.mark.parametrize("make,slot", [(lambda: nn.optimizers.Adam(lr=1e-3), "m"),
+                                       (lambda: nn.optimizers.Momentum(lr=0.01, momentum=0.9), "velocity"),
+                                       (lambda: nn.optimizers.RMSprop(lr=0.01, momentum=0.9), "momentum_buffer")])
+def test_state_of_a_silent_parameter_never_turns_subnormal(make, slot, packed, monkeypatch):
+    # One gradient, then zeros: the moment decays geometrically and would pass through the
+    # subnormal floats (slow on x86); the flush zeroes it first, and the weights end the same.
+    from nnlib import optimizers
+
+    def run():
+        params = [Parameter(np.ones(40, np.float32), "p")]
+        if packed:
+            pack(params, np.dtype(np.float32))
+        opt = make()
+        params[0].grad[...] = np.linspace(1e-3, 1.0, 40, dtype=np.float32)
+        opt.step(params)
+        params[0].grad[...] = 0.0
+        subnormal_steps = 0
+        for _ in range(40 * 64):
+            opt.step(params)
+            state = opt.state[params[0]][slot]
+            subnormal_steps += bool(np.any((state != 0) & (np.abs(state) < np.finfo(np.float32).tiny)))
+        return params[0].value, opt.state[params[0]][slot], subnormal_steps
+
+    value, state, subnormal_steps = run()
+    assert subnormal_steps == 0
+    assert np.all(state == 0)  # decayed away for good
+    monkeypatch.setattr(optimizers, "FLUSH_EVERY", 10**9)
+    unflushed_value, unflushed_state, unflushed_subnormal_steps = run()
+    assert unflushed_subnormal_steps > 0  # what the flush prevents
+    np.testing.assert_array_equal(value, unflushed_value)
+
+
+def test_flush_leaves_normal_state_alone():
+    from nnlib.optimizers import FLUSH_EVERY
+
+    p = Parameter(np.ones(3, np.float32), "p")
+    opt = nn.optimizers.Momentum(lr=0.01, momentum=0.9)
+    for _ in range(FLUSH_EVERY):
+        p.grad[...] = [1e-3, 1e-20, -1e-30]
+        opt.step([p])
+    assert np.all(opt.state[p]["velocity"] != 0)  # fed every step: stays far above the threshold
