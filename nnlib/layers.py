@@ -159,8 +159,12 @@ class _Activation(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._check_input(x)
+        return self._forward_checked(x)
+
+    def _forward_checked(self, x: np.ndarray) -> np.ndarray:
+        """forward() once ``x`` is known to be a 2-D array of the right width (Dense's own output)."""
         # Activations follow their input's float dtype, so a standalone float64 ReLU stays float64.
-        y = self._buffer("y", x.shape, x.dtype if x.dtype.kind == "f" else None)
+        y = cached_buffer(self._buffers, "y", x.shape, x.dtype if x.dtype.kind == "f" else self.dtype)
         self._forward(x, y)
         self._x, self._y = x, y
         return y
@@ -169,7 +173,7 @@ class _Activation(Layer):
         raise NotImplementedError
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        dx = self._buffer("dx", grad_out.shape, self._y.dtype)
+        dx = cached_buffer(self._buffers, "dx", grad_out.shape, self._y.dtype)
         self._backward(grad_out, dx)
         return dx
 
@@ -188,7 +192,7 @@ class ReLU(_Activation):
     # in y's dtype (measured: a same-dtype multiply takes half the time of one by a bool
     # mask, and np.maximum is slower than the comparison and the multiply together)
     def _forward(self, x, y):
-        self._mask = np.greater(x, 0, out=self._buffer("mask", x.shape, y.dtype))
+        self._mask = np.greater(x, 0, out=cached_buffer(self._buffers, "mask", x.shape, y.dtype))
         np.multiply(x, self._mask, out=y)
 
     def _backward(self, g, dx):
@@ -373,14 +377,17 @@ class Dense(Layer):
 
     # y = x W + b  =>  dW = x^T g,  db = sum_n g,  dx = g W^T
     def forward(self, x, training=False):
-        if not self.built:
+        if self.weight is None:
             raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
         self._check_input(x)
-        y = np.matmul(x, self.weight.value, out=self._buffer("y", (x.shape[0], self.units)))
+        y = np.matmul(x, self.weight.value, out=cached_buffer(self._buffers, "y", (x.shape[0], self.units), self.dtype))
         y += self.bias.value
         self._x = x
-        if self.activation is not None:
-            y = self.activation.forward(y, training)
+        act = self.activation
+        if isinstance(act, _Activation):  # y is this layer's own (N, units) array: no second check
+            y = act._forward_checked(y)
+        elif act is not None:
+            y = act.forward(y, training)
         return y
 
     def backward(self, grad_out):
@@ -391,7 +398,8 @@ class Dense(Layer):
         np.matmul(self._ones(grad_out.shape[0]), grad_out, out=self.bias.grad)
         if not self.needs_input_grad:
             return None
-        return np.matmul(grad_out, self.weight.value.T, out=self._buffer("dx", self._x.shape))
+        dx = cached_buffer(self._buffers, "dx", self._x.shape, self.dtype)
+        return np.matmul(grad_out, self.weight.value.T, out=dx)
 
     def _ones(self, n: int) -> np.ndarray:
         ones = self._buffers.get("ones")

@@ -358,7 +358,7 @@ class Adam(Optimizer):
         t = self.iterations
         _blas.axpby(1.0, grad, self.beta1, m, s)  # M = b1 M + g
         np.multiply(grad, grad, out=s)
-        _blas.axpby(1.0, s, self.beta2, v, s)  # V = b2 V + g^2
+        _blas.axpby_consuming(1.0, s, self.beta2, v)  # V = b2 V + g^2 (s is spent)
         # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M / (sqrt(V) + e)
         # (Python floats: float32 buffers stay float32)
         c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t))
@@ -428,7 +428,7 @@ class RMSprop(Optimizer):
     def _update(self, value, grad, state, scratch):
         v, s = state["square_avg"], scratch
         np.multiply(grad, grad, out=s)
-        _blas.axpby(1.0 - self.alpha, s, self.alpha, v, s)  # v = alpha v + (1 - alpha) g^2
+        _blas.axpby_consuming(1.0 - self.alpha, s, self.alpha, v)  # v = alpha v + (1 - alpha) g^2
         if self.centered:
             a = state["grad_avg"]
             _blas.axpby(1.0 - self.alpha, grad, self.alpha, a, s)
