@@ -323,6 +323,7 @@ class Sequential:
         self.stop_training, self.stop_reason = False, ""
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
+        x_flat = x.reshape(-1) if x.flags.c_contiguous else None  # a view, for _gather's first touch
         with _DeferredInterrupt() as interrupt:
             for epoch in range(initial_epoch, epochs):
                 callback_list.on_epoch_begin(epoch)
@@ -330,9 +331,7 @@ class Sequential:
                 sums = [0.0] * len(names)
                 for step, idx in enumerate(_chunks(order, batch_size)):
                     size = idx.shape[0]
-                    # mode="clip": the indices are valid by construction, and mode="raise" would
-                    # gather into a hidden temporary before copying into `out` (measured 30% slower)
-                    xb = np.take(x, idx, axis=0, out=self._buffer("xb", (size, x.shape[1])), mode="clip")
+                    xb = self._gather(x, x_flat, idx)
                     yb = y[idx]
                     try:
                         loss, out = self._step(xb, yb)
@@ -369,6 +368,20 @@ class Sequential:
         history.stop_reason = self.stop_reason
         callback_list.on_train_end(logs)
         return history
+
+    def _gather(self, x: np.ndarray, x_flat: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+        """Rows ``x[idx]`` copied into the model's batch buffer, shape (len(idx), D)."""
+        n, width = idx.shape[0], x.shape[1]
+        if x_flat is not None:
+            # Read each row's first element first: these loads are independent, so they are in
+            # flight together and start the hardware prefetchers on every row before the row
+            # copies, which otherwise wait on memory one row at a time (measured 64 -> 57 us
+            # for 128 rows of Fashion-MNIST).
+            starts = np.multiply(idx, width, out=cached_buffer(self._buffers, "starts", (n,), np.intp))
+            x_flat.take(starts, out=cached_buffer(self._buffers, "touched", (n,), x.dtype))
+        # mode="clip": the indices are valid by construction, and mode="raise" would gather
+        # into a hidden temporary before copying into `out` (measured 30% slower)
+        return np.take(x, idx, axis=0, out=self._buffer("xb", (n, width)), mode="clip")
 
     def _batch_figures(self, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:
         figures, shown = [loss], None

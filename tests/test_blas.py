@@ -131,3 +131,30 @@ def test_fallback_runs_the_golden_momentum_step(no_blas):
         opt.step([p])
     # v1 = 0.5, p1 = 0.95; v2 = 0.45 - 0.25 = 0.2, p2 = 0.95 - 0.02 = 0.93
     assert p.value[0] == pytest.approx(0.93, abs=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blas", [True, False], ids=["blas", "fallback"])
+def test_axpby_consuming_updates_y_and_spends_x(dtype, blas, monkeypatch):
+    if not blas:
+        monkeypatch.setattr(_blas, "_ROUTINES", {})
+    x, y, _ = arrays(dtype)
+    want = 0.001 * x.astype(np.float64) + 0.999 * y.astype(np.float64)
+    _blas.axpby_consuming(0.001, x, 0.999, y)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+
+
+def test_sum_of_squares_flags_non_finite_without_warnings():
+    x = np.arange(1.0, 20.0, dtype=np.float32)
+    assert _blas.sum_of_squares(x) == 2470.0
+    for bad in (np.inf, -np.inf, np.nan):
+        y = x.copy()
+        y[7] = bad
+        assert not np.isfinite(_blas.sum_of_squares(y))  # filterwarnings=error: no warning either
+    assert _blas.sum_of_squares(np.full(4, 1e30, np.float32)) == np.inf  # float32 sum overflows
+
+
+def test_sum_of_squares_fallback(no_blas):
+    assert _blas.sum_of_squares(np.arange(1.0, 20.0)[::-1]) == 2470.0
+    assert not np.isfinite(_blas.sum_of_squares(np.array([1.0, np.nan])))
