@@ -4,7 +4,9 @@ An optimizer validates its hyperparameters when constructed, never holds the mod
 and keeps its state per :class:`~nnlib.parameter.Parameter`, created lazily on the
 first :meth:`Optimizer.step`. When the parameters tile one flat buffer (as a
 model's do), the state is flat too and each step is a few whole-buffer in-place
-ufuncs; each Parameter's state entries are views into it.
+passes (BLAS ``axpby``/``axpy``/``rot`` from NumPy's own OpenBLAS where it is found,
+see :mod:`nnlib._blas`, else NumPy ufuncs); each Parameter's state entries are views
+into it.
 
 Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's
 SGD, RMSprop and Adam; only :class:`AdamW` decays the weights directly. It is added
