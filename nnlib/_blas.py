@@ -37,13 +37,12 @@ __all__ = ["axpby", "axpby_consuming", "axpy", "sum_of_squares", "available", "d
 
 
 class _Routines:
-    """ctypes handles of one dtype's ``axpby`` and ``axpy``."""
+    """ctypes handles of one dtype's ``dot``, ``axpby``, ``rot`` and ``axpy``."""
 
-    __slots__ = ("axpby", "axpy", "dot", "rot", "scalar")
+    __slots__ = ("axpby", "axpy", "dot", "rot")
 
     def __init__(self, lib: Any, prefix: str, scalar: Any) -> None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        self.scalar = scalar
         self.dot = getattr(lib, f"scipy_cblas_{prefix}dot64_")
         self.dot.argtypes = [i64, ptr, i64, ptr, i64]
         self.dot.restype = scalar

@@ -28,3 +28,12 @@ def cached_buffer(cache: dict, key: str, shape: tuple[int, ...], dtype: Any) -> 
         buf = cache[(key, shape, dtype)] = np.empty(shape, dtype=dtype)
     cache[key] = buf
     return buf
+
+
+def cached_ones(cache: dict, n: int, dtype: Any) -> np.ndarray:
+    """A vector of ``n`` ones kept in ``cache`` (for ``1^T g`` products); callers never write it."""
+    key = ("ones", n, np.dtype(dtype))
+    ones = cache.get(key)
+    if ones is None:
+        ones = cache[key] = np.ones(n, dtype)
+    return ones

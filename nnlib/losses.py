@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from ._buffers import cached_buffer
+from ._buffers import cached_buffer, cached_ones
 from .registry import Registry
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MSE", "BinaryCrossEntropy", "registry", "register", "get"]
@@ -135,7 +135,8 @@ class SoftmaxCrossEntropy(Loss):
             target_mass = y_true.sum(axis=1)
             label_at = None
         np.exp(p, out=p)
-        row_sum = np.matmul(p, self._ones(c, p.dtype))  # a matrix-vector product: 3x faster than sum(axis=1)
+        # p 1: a matrix-vector product, measured 3x faster than p.sum(axis=1)
+        row_sum = np.matmul(p, cached_ones(self._buffers, c, p.dtype))
         p /= row_sum[:, None]
         log_z = np.log(row_sum)
         per_row = log_z - picked if target_mass is None else log_z * target_mass - picked
@@ -174,16 +175,10 @@ class SoftmaxCrossEntropy(Loss):
 
     def _row_starts(self, n: int, c: int) -> np.ndarray:
         """``[0, c, 2c, ...]`` of length n: the flat index where each row of an (n, c) array starts."""
-        starts = self._buffers.get("row_starts")
-        if starts is None or starts.shape[0] != n or starts[1 if n > 1 else 0] != (c if n > 1 else 0):
-            starts = self._buffers["row_starts"] = np.arange(0, n * c, c, dtype=np.intp)
+        starts = self._buffers.get(("row_starts", n, c))
+        if starts is None:
+            starts = self._buffers[("row_starts", n, c)] = np.arange(0, n * c, c, dtype=np.intp)
         return starts
-
-    def _ones(self, c: int, dtype: np.dtype) -> np.ndarray:
-        ones = self._buffers.get("ones")
-        if ones is None or ones.shape[0] != c or ones.dtype != dtype:
-            ones = self._buffers["ones"] = np.ones(c, dtype)
-        return ones
 
     def transform(self, y_pred):
         return F.softmax(y_pred)

@@ -142,13 +142,12 @@ class Optimizer:
             if group.state is None:
                 group.state = self._flat_state(group)
             self._apply(group.flat_value, group.flat_grad, group.state, group.scratch)
-            if self.iterations % FLUSH_EVERY == 0:
-                self._flush_subnormals([group.state], group.scratch)
         else:
             for p in params:
                 self._apply(p.value, p.grad, self._param_state(p), np.empty_like(p.value))
-            if self.iterations % FLUSH_EVERY == 0:
-                self._flush_subnormals([self.state[p] for p in params])
+        if self.iterations % FLUSH_EVERY == 0:
+            states = [group.state] if group.flat_value is not None else [self.state[p] for p in params]
+            self._flush_subnormals(states, group.scratch)
 
     def _decays(self) -> dict[str, float]:
         """Each state slot's factor per step when the gradient is zero (momentum, beta1, ...)."""
