@@ -192,3 +192,26 @@ def test_epoch_rng_reproducible_and_distinct():
     np.random.seed(0)
     late = epoch_rng(7, 3).permutation(100)
     np.testing.assert_array_equal(late, perms[3])
+
+
+def test_check_features_reports_overflow_in_the_cast():
+    """A float64 value beyond float32's range would become inf in the cast: it is named instead."""
+    x = np.ones((3, 4))
+    x[2, 1] = 1e300
+    with pytest.raises(ValueError, match=r"^x contains 1e\+300 at row 2, column 1, too large for float32$"):
+        check_features(x, "x", np.float32)
+    np.testing.assert_array_equal(check_features(x, "x", np.float64), x)
+
+
+def test_check_features_large_finite_values_pass_and_late_nan_is_found():
+    """Entries near float32's maximum overflow the one-read sum of squares; the exact scan then
+    passes them, and still finds a NaN far behind them, in a later chunk of rows."""
+    x = np.full((3000, 400), 3e38, dtype=np.float32)
+    np.testing.assert_array_equal(check_features(x, "x", np.float32), x)
+    x[2900, 399] = np.nan
+    with pytest.raises(ValueError, match=r"nan at row 2900, column 399$"):
+        check_features(x, "x", np.float32)
+    x[2900, 399] = 0.0
+    x[2999, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"-inf at row 0, column 0$"):
+        check_features(x[::-1], "x", np.float32)  # reversed rows: a contiguous copy is checked

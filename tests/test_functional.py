@@ -178,3 +178,19 @@ def test_l2_norm_matches_the_definition_and_survives_float32_overflow():
     big = np.full(4, 1e20, dtype=np.float32)  # each square 1e40 overflows float32
     assert F.l2_norm(big) == pytest.approx(2e20, rel=1e-6)
     assert math.isnan(F.l2_norm(np.array([1.0, np.nan])))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("c", [1, 10, 32, 33, 100])
+def test_row_max_and_row_sum_match_reductions(rng, dtype, c):
+    """Both sides of row_max's 32-column switch (transposed copy, or axis=1) give each row's maximum,
+    with or without a scratch array; row_sum gives each row's sum."""
+    z = rng.standard_normal((7, c)).astype(dtype)
+    z[3, c // 2] = 50.0  # a known maximum
+    np.testing.assert_array_equal(F.row_max(z), z.max(axis=1))
+    np.testing.assert_array_equal(F.row_max(z, np.empty((c, 7), dtype)), z.max(axis=1))
+    assert F.row_max(z)[3] == 50.0 and F.row_max(z).dtype == dtype
+    total = F.row_sum(z, np.ones(c, dtype))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(total, z.astype(np.float64).sum(axis=1), rtol=tol, atol=tol * c)
+    assert total.dtype == dtype and F.row_sum(z).shape == (7,)
