@@ -89,11 +89,11 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features:
 def _all_finite_fast(x: np.ndarray) -> bool:
     """True when ``x`` (C-contiguous float) has no NaN or inf, mostly in one read.
 
-    ``sum(x * x)`` is finite exactly when every entry is, unless finite entries above
-    ~1e19 (float32) overflow it; only then does the exact chunked scan run. Half the
-    time of that scan alone on 10k Fashion-MNIST rows (0.7 against 1.35 ms).
+    ``sum(|x|)`` is finite exactly when every entry is, unless finite entries summing
+    past the dtype's maximum (~3e38 for float32) overflow it; only then does the exact
+    chunked scan run.
     """
-    if math.isfinite(_blas.sum_of_squares(x.reshape(-1))):
+    if math.isfinite(_blas.abs_sum(x.reshape(-1))):
         return True
     rows = max(1, _CHECK_CHUNK_ELEMENTS // x.shape[1])
     return all(np.isfinite(x[start:start + rows]).all() for start in range(0, x.shape[0], rows))

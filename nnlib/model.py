@@ -189,10 +189,10 @@ class Sequential:
                 f"the loss became {loss}; {where} (a smaller lr or inputs scaled to about [0, 1] usually cure this)"
             )
         self._backward(self.loss.backward())
-        # One dot product detects any inf/NaN among all gradients (or a sum too large
-        # to be useful); only then look for the culprit, before the weights are touched.
-        grad_energy = _blas.sum_of_squares(self._flat_grads) if self._params else 0.0
-        if not math.isfinite(grad_energy):
+        # One sum of |g| detects any inf/NaN among all gradients (or a sum too large to
+        # be useful); only then look for the culprit, before the weights are touched.
+        grad_size = _blas.abs_sum(self._flat_grads) if self._params else 0.0
+        if not math.isfinite(grad_size):
             for p in self._params:
                 if not np.isfinite(p.grad).all():
                     raise FloatingPointError(

@@ -145,16 +145,20 @@ def test_axpby_consuming_updates_y_and_spends_x(dtype, blas, monkeypatch):
     np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
 
 
-def test_sum_of_squares_flags_non_finite_without_warnings():
-    x = np.arange(1.0, 20.0, dtype=np.float32)
-    assert _blas.sum_of_squares(x) == 2470.0
-    for bad in (np.inf, -np.inf, np.nan):
-        y = x.copy()
-        y[7] = bad
-        assert not np.isfinite(_blas.sum_of_squares(y))  # filterwarnings=error: no warning either
-    assert _blas.sum_of_squares(np.full(4, 1e30, np.float32)) == np.inf  # float32 sum overflows
+@pytest.mark.parametrize("n", [19, 40_000])
+def test_abs_sum_flags_non_finite_without_warnings(n):
+    x = np.arange(1.0, n + 1.0, dtype=np.float32)
+    x[::2] *= -1.0  # signs do not matter
+    assert _blas.abs_sum(x) == pytest.approx(n * (n + 1) / 2, rel=1e-6)
+    for at in (0, 7, n - 1):
+        for bad in (np.inf, -np.inf, np.nan):
+            y = x.copy()
+            y[at] = bad
+            assert not np.isfinite(_blas.abs_sum(y))  # filterwarnings=error: no warning either
+    assert _blas.abs_sum(np.full(4, 1e38, np.float32)) == np.inf  # float32 sum overflows
 
 
-def test_sum_of_squares_fallback(no_blas):
-    assert _blas.sum_of_squares(np.arange(1.0, 20.0)[::-1]) == 2470.0
-    assert not np.isfinite(_blas.sum_of_squares(np.array([1.0, np.nan])))
+def test_abs_sum_fallback(no_blas):
+    assert _blas.abs_sum(-np.arange(1.0, 20.0)[::-1]) == 190.0
+    assert not np.isfinite(_blas.abs_sum(np.array([1.0, np.nan])))
+    assert _blas.abs_sum(np.array([1.0, -np.inf])) == np.inf
