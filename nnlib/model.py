@@ -348,6 +348,7 @@ class Sequential:
                         callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
                     if interrupt.requested:
                         break
+                self.optimizer.consolidate()  # true state values at every epoch boundary: see Optimizer
                 if self.stop_training and history.stopped_epoch == epoch:  # TerminateOnNaN stopped mid-epoch
                     break
                 if interrupt.requested:  # the unfinished epoch is not logged

@@ -6,7 +6,9 @@ first :meth:`Optimizer.step`. When the parameters tile one flat buffer (as a
 model's do), the state is flat too and each step is a few whole-buffer in-place
 passes (BLAS ``axpby``/``axpy``/``rot`` from NumPy's own OpenBLAS where it is found,
 see :mod:`nnlib._blas`, else NumPy ufuncs); each Parameter's state entries are views
-into it.
+into it. Momentum and Adam keep that flat state in a *windowed* form between steps
+(see :meth:`Optimizer.step`), so that each moment update is one threaded ``axpy``;
+the ``state`` attribute always shows the true values.
 
 Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's
 SGD, RMSprop and Adam; only :class:`AdamW` decays the weights directly. It is added
@@ -107,10 +109,27 @@ class Optimizer:
         Number of steps taken (PyTorch's ``step`` in the state; one count for all
         parameters, since they are always stepped together).
     state : dict
-        ``{Parameter: {slot: ndarray}}``, created lazily.
+        ``{Parameter: {slot: ndarray}}``, created lazily; always the true values.
+
+    Notes
+    -----
+    *Windowed state.* A moment updated as ``x = d x + g`` (decay ``d``) costs BLAS
+    ``axpby``, which OpenBLAS runs on one thread. When ``windowed`` is set and the
+    parameters tile one flat buffer, the buffer instead holds ``x / d**k``, ``k``
+    steps into a window, and the update becomes ``x~ += g / d**k``: an ``axpy``,
+    which runs on all BLAS threads (measured 24.6 -> 13.6 us for 235k float32).
+    Readers multiply by ``d**k``, a Python scalar. The window closes (the buffer is
+    multiplied by ``d**k`` and ``k`` returns to 0) before ``d**-k`` exceeds 2**24,
+    at every subnormal flush, before the parameter list or a decay changes, before
+    pickling or copying, at :meth:`consolidate` (``fit`` calls it after every epoch)
+    and whenever ``state`` is read, so nothing outside the step ever sees the
+    scaled values. Rounding differs from the unwindowed form in the last bits.
     """
 
     slots: tuple[str, ...] = ()
+    #: whether the flat state of the slots in _decays() is kept in windowed form
+    windowed = False
+    _WINDOW_GROWTH = 2.0 ** 24  # largest d**-k a window reaches: float32 keeps 2**104 of headroom
 
     def __init__(self, lr: float, weight_decay: float = 0.0, *, clipnorm: float | None = None,
                  global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
@@ -127,27 +146,78 @@ class Optimizer:
         self.global_clipnorm: float | None = clips["global_clipnorm"]
         self.clipvalue: float | None = clips["clipvalue"]
         self.iterations = 0
-        self.state: dict[Parameter, dict[str, np.ndarray]] = {}
+        self._state: dict[Parameter, dict[str, np.ndarray]] = {}
         self._group: _Group | None = None
+        self._window = 0  # steps into the current window: the flat state holds x / d**k
+        self._window_decays: dict[str, float] = {}
+        self._window_limit = 0
+
+    @property
+    def state(self) -> dict[Parameter, dict[str, np.ndarray]]:
+        self.consolidate()
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[Parameter, dict[str, np.ndarray]]) -> None:
+        self.consolidate()
+        self._state, self._group = value, None  # the flat buffers are rebuilt from it at the next step
 
     def step(self, params: list[Parameter]) -> None:
         """Update every parameter's ``value`` in place from its ``grad``."""
         params = list(params)
         group = self._group
         if group is None or not group.still_valid(params):
+            self.consolidate()
             group = self._group = _Group(params)
         self.iterations += 1
         self._clip(group)
         if group.flat_value is not None:
             if group.state is None:
                 group.state = self._flat_state(group)
+            if self.windowed:
+                self._advance_window()
             self._apply(group.flat_value, group.flat_grad, group.state, group.scratch)
         else:
             for p in params:
                 self._apply(p.value, p.grad, self._param_state(p), np.empty_like(p.value))
-        if self.iterations % FLUSH_EVERY == 0:
-            states = [group.state] if group.flat_value is not None else [self.state[p] for p in params]
+        flush = self.iterations % FLUSH_EVERY == 0
+        if self._window and (flush or self._window >= self._window_limit):
+            self.consolidate()
+        if flush:
+            states = [group.state] if group.flat_value is not None else [self._state[p] for p in params]
             self._flush_subnormals(states, group.scratch)
+
+    def _advance_window(self) -> None:
+        """Count this step into the window (opening one if needed); k stays 0 when no window fits."""
+        decays = self._decays()
+        if self._window and decays != self._window_decays:
+            self.consolidate()  # a decay was changed between steps: settle with the old ones
+        if not self._window:
+            if not all(0.0 < d < 1.0 for d in decays.values()):
+                return  # a decay of 0 forgets everything each step: no window
+            steps = min(int(math.log(self._WINDOW_GROWTH) / -math.log(d)) for d in decays.values())
+            if steps < 2:
+                return
+            self._window_decays, self._window_limit = decays, min(steps, FLUSH_EVERY)
+        self._window += 1
+
+    def consolidate(self) -> None:
+        """Close the current window: the flat state becomes true values again (``x *= d**k``).
+
+        ``fit`` calls this at the end of every epoch, so a run saved between epochs and
+        resumed is bit-identical to one that never stopped; reading ``state`` does it too
+        (mid-epoch, that changes the last bits of later steps).
+        """
+        k = self._window
+        if not k:
+            return
+        for slot, decay in self._window_decays.items():
+            self._group.state[slot] *= decay ** k  # a Python float: float32 stays float32
+        self._window = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.consolidate()  # copies hold true values
+        return self.__dict__.copy()
 
     def _decays(self) -> dict[str, float]:
         """Each state slot's factor per step when the gradient is zero (momentum, beta1, ...)."""
@@ -212,9 +282,9 @@ class Optimizer:
         raise NotImplementedError
 
     def _param_state(self, p: Parameter) -> dict[str, np.ndarray]:
-        state = self.state.get(p)
+        state = self._state.get(p)
         if state is None:
-            state = self.state[p] = {s: np.zeros_like(p.value) for s in self.slots}
+            state = self._state[p] = {s: np.zeros_like(p.value) for s in self.slots}
         return state
 
     def _flat_state(self, group: _Group) -> dict[str, np.ndarray]:
@@ -223,14 +293,14 @@ class Optimizer:
         offset = 0
         for p in group.params:
             n = p.size
-            old = self.state.get(p, {})
+            old = self._state.get(p, {})
             views = {}
             for s in self.slots:
                 view = flat[s][offset:offset + n].reshape(p.shape)
                 if s in old:
                     view[...] = old[s]
                 views[s] = view
-            self.state[p] = views
+            self._state[p] = views
             offset += n
         return flat
 
@@ -287,6 +357,7 @@ class Momentum(Optimizer):
     """
 
     slots = ("velocity",)
+    windowed = True
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, nesterov: bool = False,
                  weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
@@ -298,13 +369,18 @@ class Momentum(Optimizer):
         self.nesterov = bool(nesterov)
 
     def _update(self, value, grad, state, scratch):
-        v = state["velocity"]
-        _blas.axpby(1.0, grad, self.momentum, v, scratch)  # v = mu v + g, one pass
+        v, k = state["velocity"], self._window
+        if k:  # windowed: v = mu^k V, and mu v + g = mu^k (V + g / mu^k)
+            scale = self.momentum ** k
+            _blas.axpy(1.0 / scale, grad, v, scratch)
+        else:
+            scale = 1.0
+            _blas.axpby(1.0, grad, self.momentum, v, scratch)  # v = mu v + g, one pass
         if self.nesterov:  # p -= lr (g + mu v), as two one-pass updates
             _blas.axpy(-self.lr, grad, value, scratch)
-            _blas.axpy(-self.lr * self.momentum, v, value, scratch)
+            _blas.axpy(-self.lr * self.momentum * scale, v, value, scratch)
         else:
-            _blas.axpy(-self.lr, v, value, scratch)
+            _blas.axpy(-self.lr * scale, v, value, scratch)
 
     def _decays(self):
         return {"velocity": self.momentum}
@@ -343,6 +419,7 @@ class Adam(Optimizer):
     """
 
     slots = ("m", "v")
+    windowed = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
@@ -358,15 +435,22 @@ class Adam(Optimizer):
         return state["m"] * (1.0 - self.beta1), state["v"] * (1.0 - self.beta2)
 
     def _update(self, value, grad, state, scratch):
-        m, v, s = state["m"], state["v"], scratch
+        m, v, s, k = state["m"], state["v"], scratch, self._window
         t = self.iterations
-        _blas.axpby(1.0, grad, self.beta1, m, s)  # M = b1 M + g
-        np.multiply(grad, grad, out=s)
-        _blas.axpby_consuming(1.0, s, self.beta2, v)  # V = b2 V + g^2 (s is spent)
-        # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M / (sqrt(V) + e)
-        # (Python floats: float32 buffers stay float32)
-        c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t))
-        step_scale = self.lr * (1.0 - self.beta1) / ((1.0 - self.beta1 ** t) * c)
+        if k:  # windowed: M = b1^k M~ and V = b2^k V~ (see Optimizer), so M = b1 M + g is M~ += g / b1^k
+            m_scale, v_scale = self.beta1 ** k, self.beta2 ** k
+            _blas.axpy(1.0 / m_scale, grad, m, s)
+            np.multiply(grad, grad, out=s)
+            _blas.axpy(1.0 / v_scale, s, v, s)
+        else:
+            m_scale = v_scale = 1.0
+            _blas.axpby(1.0, grad, self.beta1, m, s)  # M = b1 M + g
+            np.multiply(grad, grad, out=s)
+            _blas.axpby_consuming(1.0, s, self.beta2, v)  # V = b2 V + g^2 (s is spent)
+        # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M~ / (sqrt(V~) + e)
+        # with c = sqrt((1-b2)/bc2 * v_scale) (Python floats: float32 buffers stay float32)
+        c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t) * v_scale)
+        step_scale = self.lr * (1.0 - self.beta1) * m_scale / ((1.0 - self.beta1 ** t) * c)
         np.sqrt(v, out=s)
         s += self.eps / c
         np.divide(m, s, out=s)

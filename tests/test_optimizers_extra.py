@@ -101,7 +101,11 @@ def test_golden_values(name, make, hand, packed, steps):
 
 
 @pytest.mark.parametrize("name,make,hand", CASES, ids=[c[0] for c in CASES])
-def test_packed_and_loose_paths_agree(name, make, hand):
+def test_packed_and_loose_paths_agree(name, make, hand, monkeypatch):
+    """To rounding with the windowed flat state (see Optimizer), to the last bit without it."""
+    for a, b in zip(run(make(), False, 2), run(make(), True, 2)):
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15)
+    monkeypatch.setattr(type(make()), "windowed", False)
     for a, b in zip(run(make(), False, 2), run(make(), True, 2)):
         np.testing.assert_array_equal(a, b)
 
@@ -327,3 +331,107 @@ def test_flush_leaves_normal_state_alone():
         p.grad[...] = [1e-3, 1e-20, -1e-25]
         opt.step([p])
     assert np.all(opt.state[p]["velocity"] != 0)  # fed every step: stays far above the threshold
+
+
+# -- the windowed flat state (Optimizer notes): invisible outside the step ---------------------------
+WINDOWED = {
+    "momentum": lambda: Momentum(lr=0.05, momentum=0.5),  # window of 24 steps: 0.5**-24 = 2**24
+    "nesterov_wd": lambda: Momentum(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adam": lambda: Adam(lr=0.01, beta1=0.6, beta2=0.9),
+    "adamw": lambda: AdamW(lr=0.01, beta1=0.9, beta2=0.999),
+    "adam_beta1_0": lambda: Adam(lr=0.01, beta1=0.0),  # no window: m forgets every step
+    "momentum_tiny": lambda: Momentum(lr=0.05, momentum=1e-9),  # no window: 1e-9**-2 > 2**24
+}
+
+
+def random_grads(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(p.shape) for p in P0] for _ in range(steps)]
+
+
+@pytest.mark.parametrize("make", WINDOWED.values(), ids=WINDOWED.keys())
+def test_windowed_state_matches_the_plain_path_over_many_windows(make):
+    """600 steps cross many window closes and two subnormal flushes; the state read afterwards
+    is the true moment, as the per-parameter path (which never windows) computes it."""
+    grads = random_grads(600)
+    loose_opt, packed_opt = make(), make()
+    loose = run(loose_opt, False, 600, grads)
+    packed = run(packed_opt, True, 600, grads)
+    for a, b in zip(loose, packed):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    for p_loose, p_packed in zip(loose_opt.state, packed_opt.state):
+        for slot in packed_opt.slots:
+            np.testing.assert_allclose(packed_opt.state[p_packed][slot], loose_opt.state[p_loose][slot],
+                                       rtol=1e-10, atol=1e-12)
+
+
+def test_reading_state_mid_window_shows_true_values_and_changes_nothing_else():
+    grads = random_grads(10)
+    params, opt = make_params(True), Momentum(lr=0.05, momentum=0.9)
+    plain = Momentum(lr=0.05, momentum=0.9)
+    plain_params = make_params(False)
+    for g in grads:
+        for p, q, gi in zip(params, plain_params, g):
+            p.grad[...] = gi
+            q.grad[...] = gi
+        opt.step(params)
+        plain.step(plain_params)
+    assert opt._window == 10  # still open: nothing has read the state yet
+    velocity = opt.state[params[0]]["velocity"]
+    assert opt._window == 0
+    np.testing.assert_allclose(velocity, plain.state[plain_params[0]]["velocity"], rtol=1e-13)
+    assert velocity.base is opt.state[params[1]]["velocity"].base  # still the live flat buffer
+
+
+def test_changing_a_decay_mid_window_settles_with_the_old_one():
+    """A user (or a schedule) may change momentum between steps: the open window is closed
+    with the decay it was opened with, then a new one starts."""
+    grads = random_grads(12)
+    results = []
+    for packed in (False, True):
+        params, opt = make_params(packed), Momentum(lr=0.05, momentum=0.9)
+        for i, g in enumerate(grads):
+            if i == 6:
+                opt.momentum = 0.5
+            for p, gi in zip(params, g):
+                p.grad[...] = gi
+            opt.step(params)
+        results.append([p.value.copy() for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_copies_and_pickles_of_a_windowed_optimizer_hold_true_values():
+    import copy
+    import pickle
+
+    grads = random_grads(5)
+    params, opt = make_params(True), Adam(lr=0.01)
+    for g in grads:
+        for p, gi in zip(params, g):
+            p.grad[...] = gi
+        opt.step(params)
+    m_copy = copy.deepcopy(opt)._state
+    m_pickle = pickle.loads(pickle.dumps(opt))._state
+    assert opt._window == 0  # copying closed the window first
+    for p_copy, p_pickle, p in zip(m_copy, m_pickle, params):
+        np.testing.assert_array_equal(m_copy[p_copy]["m"], opt.state[p]["m"])
+        np.testing.assert_array_equal(m_pickle[p_pickle]["v"], opt.state[p]["v"])
+
+
+def test_fit_ends_every_epoch_with_true_state():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 5)), rng.integers(0, 3, 64)
+    model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(3)], seed=0)
+    model.compile(Adam(lr=0.01), "softmax_cross_entropy")
+    windows = []
+
+    class Watch(nn.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            windows.append(self.model.optimizer._window)
+
+        def on_epoch_end(self, epoch, logs=None):
+            windows.append(("end", self.model.optimizer._window))
+
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, tol=None, callbacks=[Watch()])
+    assert windows == [1, 2, 3, 4, ("end", 0), 1, 2, 3, 4, ("end", 0)]
