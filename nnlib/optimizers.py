@@ -7,7 +7,7 @@ model's do), the state is flat too and each step is a few whole-buffer in-place
 passes (BLAS ``axpby``/``axpy``/``rot`` from NumPy's own OpenBLAS where it is found,
 see :mod:`nnlib._blas`, else NumPy ufuncs); each Parameter's state entries are views
 into it. Momentum and Adam keep that flat state in a *windowed* form between steps
-(see :meth:`Optimizer.step`), so that each moment update is one threaded ``axpy``;
+(see :class:`Optimizer`), so that each moment update is one threaded ``axpy``;
 the ``state`` attribute always shows the true values.
 
 Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's
