@@ -176,6 +176,8 @@ class Optimizer:
                 group.state = self._flat_state(group)
             if self.windowed:
                 self._advance_window()
+            elif self._window:  # switched off between steps
+                self.consolidate()
             self._apply(group.flat_value, group.flat_grad, group.state, group.scratch)
         else:
             for p in params:

@@ -383,9 +383,9 @@ def test_reading_state_mid_window_shows_true_values_and_changes_nothing_else():
     assert velocity.base is opt.state[params[1]]["velocity"].base  # still the live flat buffer
 
 
-def test_changing_a_decay_mid_window_settles_with_the_old_one():
-    """A user (or a schedule) may change momentum between steps: the open window is closed
-    with the decay it was opened with, then a new one starts."""
+def test_changing_a_decay_or_the_switch_mid_window_settles_with_the_old_one():
+    """A user (or a schedule) may change momentum, or turn windowing off and on, between steps:
+    the open window is closed with the decay it was opened with."""
     grads = random_grads(12)
     results = []
     for packed in (False, True):
@@ -393,6 +393,7 @@ def test_changing_a_decay_mid_window_settles_with_the_old_one():
         for i, g in enumerate(grads):
             if i == 6:
                 opt.momentum = 0.5
+            opt.windowed = i not in (3, 4, 9)
             for p, gi in zip(params, g):
                 p.grad[...] = gi
             opt.step(params)
