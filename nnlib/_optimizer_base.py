@@ -22,6 +22,8 @@ __all__ = ["Optimizer", "FLUSH_EVERY", "GLOBAL_CLIPNORM_EPS"]
 GLOBAL_CLIPNORM_EPS = 1e-6
 #: steps between flushes of state entries on their way to subnormal (Optimizer._flush_subnormals)
 FLUSH_EVERY = 256
+#: dtypes whose range leaves room for the windowed state's growth (float16 tops out at 65504)
+_WINDOW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _number(value: Any, what: str, low: float, high: float = math.inf, *, low_open: bool = False,
@@ -102,8 +104,12 @@ class Optimizer:
     multiplied by ``d**k`` and ``k`` returns to 0) before ``d**-k`` exceeds 2**24,
     at every subnormal flush, before the parameter list or a decay changes, before
     pickling or copying, at :meth:`consolidate` (``fit`` calls it after every epoch)
-    and whenever ``state`` is read, so nothing outside the step ever sees the
-    scaled values. Rounding differs from the unwindowed form in the last bits.
+    and whenever ``state`` is read. The arrays in ``state`` are live views of the flat
+    buffer: one kept across steps holds the scaled values until the window closes, so
+    read ``state`` again for true values (after each epoch of ``fit`` they are true).
+    Rounding differs from the unwindowed form in the last bits. Only float32 and
+    float64 state is windowed, and a subclass that defines its own ``_update`` is not
+    windowed unless it sets ``windowed = True`` itself.
     """
 
     slots: tuple[str, ...] = ()
@@ -154,7 +160,7 @@ class Optimizer:
         if group.flat_value is not None:
             if group.state is None:
                 group.state = self._flat_state(group)
-            if self.windowed:
+            if self.windowed and group.flat_value.dtype in _WINDOW_DTYPES:
                 self._advance_window()
             elif self._window:  # switched off between steps
                 self.consolidate()
@@ -171,7 +177,7 @@ class Optimizer:
 
     def _advance_window(self) -> None:
         """Count this step into the window (opening one if needed); k stays 0 when no window fits."""
-        decays = self._decays()
+        decays = {slot: float(d) for slot, d in self._decays().items()}  # NumPy scalars: float64 powers
         if self._window and decays != self._window_decays:
             self.consolidate()  # a decay was changed between steps: settle with the old ones
         if not self._window:
@@ -200,6 +206,19 @@ class Optimizer:
     def __getstate__(self) -> dict[str, Any]:
         self.consolidate()  # copies hold true values
         return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_state" not in state:  # pickled before the windowed state existed: plain values
+            state["_state"] = state.pop("state", {})
+        state.setdefault("_window", 0)
+        state.setdefault("_window_decays", {})
+        state.setdefault("_window_limit", 0)
+        self.__dict__.update(state)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_update" in cls.__dict__ and "windowed" not in cls.__dict__:
+            cls.windowed = False  # a new _update knows nothing of the windowed form unless it says so
 
     def _decays(self) -> dict[str, float]:
         """Each state slot's factor per step when the gradient is zero (momentum, beta1, ...)."""

@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from . import _blas
-from ._optimizer_base import FLUSH_EVERY, GLOBAL_CLIPNORM_EPS, Optimizer, _number
+from ._optimizer_base import (
+    FLUSH_EVERY,
+    GLOBAL_CLIPNORM_EPS,
+    Optimizer,
+    _Group,  # noqa: F401  (pickles written before the split name nnlib.optimizers._Group)
+    _number,
+)
 from .parameter import Parameter
 from .registry import Registry
 
@@ -98,7 +104,7 @@ class Momentum(Optimizer):
     def _update(self, value, grad, state, scratch):
         v, k = state["velocity"], self._window
         if k:  # windowed: v = mu^k V, and mu v + g = mu^k (V + g / mu^k)
-            scale = self.momentum ** k
+            scale = self._window_decays["velocity"] ** k
             _blas.axpy(1.0 / scale, grad, v, scratch)
         else:
             scale = 1.0
@@ -163,15 +169,15 @@ class Adam(Optimizer):
 
     def _update(self, value, grad, state, scratch):
         m, v, s, k = state["m"], state["v"], scratch, self._window
-        t = self.iterations
+        t, b1, b2 = self.iterations, float(self.beta1), float(self.beta2)  # float64 scalars even if set to NumPy ones
         if k:  # windowed (see Optimizer): M = b1^k M~, V = b2^k V~, so M = b1 M + g is M~ += g / b1^k
-            m_scale, v_scale = self.beta1 ** k, self.beta2 ** k
+            m_scale, v_scale = self._window_decays["m"] ** k, self._window_decays["v"] ** k
             _blas.axpy(1.0 / m_scale, grad, m, s)
             g2_weight, v_decay = 1.0 / v_scale, 1.0
         else:
             m_scale = v_scale = 1.0
-            _blas.axpby(1.0, grad, self.beta1, m, s)  # M = b1 M + g
-            g2_weight, v_decay = 1.0, self.beta2
+            _blas.axpby(1.0, grad, b1, m, s)  # M = b1 M + g
+            g2_weight, v_decay = 1.0, b2
         np.multiply(grad, grad, out=s)
         # V = v_decay V + g2_weight g^2 (s is spent) by BLAS rot rather than axpy: rot also
         # writes s on both BLAS threads, so np.sqrt below takes s's cache lines over instead
@@ -179,8 +185,8 @@ class Adam(Optimizer):
         _blas.axpby_consuming(g2_weight, s, v_decay, v)
         # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M~ / (sqrt(V~) + e)
         # with c = sqrt((1-b2)/bc2 * v_scale) (Python floats: float32 buffers stay float32)
-        c = math.sqrt((1.0 - self.beta2) / (1.0 - self.beta2 ** t) * v_scale)
-        step_scale = self.lr * (1.0 - self.beta1) * m_scale / ((1.0 - self.beta1 ** t) * c)
+        c = math.sqrt((1.0 - b2) / (1.0 - b2 ** t) * v_scale)
+        step_scale = float(self.lr) * (1.0 - b1) * m_scale / ((1.0 - b1 ** t) * c)
         np.sqrt(v, out=s)
         s += self.eps / c
         np.divide(m, s, out=s)

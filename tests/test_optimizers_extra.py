@@ -436,3 +436,81 @@ def test_fit_ends_every_epoch_with_true_state():
 
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, tol=None, callbacks=[Watch()])
     assert windows == [1, 2, 3, 4, ("end", 0), 1, 2, 3, 4, ("end", 0)]
+
+
+def test_a_subclass_with_its_own_update_is_not_windowed():
+    """A user's Momentum variant with its own _update (here with dampening) knows nothing of the
+    windowed form: it must get plain state, so packed and loose paths agree."""
+
+    class Dampened(Momentum):
+        def _update(self, value, grad, state, scratch):
+            v = state["velocity"]
+            v *= self.momentum
+            v += 0.5 * grad
+            value -= self.lr * v
+
+    class Opted(Momentum):  # says it understands the windowed form: keeps it
+        windowed = True
+
+    assert Dampened.windowed is False and Opted.windowed is True and AdamW.windowed is True
+    grads = random_grads(20)
+    loose, packed = run(Dampened(lr=0.05), False, 20, grads), run(Dampened(lr=0.05), True, 20, grads)
+    for a, b in zip(loose, packed):
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("make", [lambda: Momentum(lr=0.05, momentum=0.9), lambda: Adam(lr=0.01)])
+def test_float16_state_is_not_windowed(make):
+    """float16 tops out at 65504: a window's growth of up to 2**24 would overflow it."""
+    grads = random_grads(30)
+    results = []
+    for packed in (False, True):
+        params = make_params(packed, dtype=np.float16)
+        opt = make()
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad[...] = gi
+            opt.step(params)
+        assert opt._window == 0
+        results.append([p.value.copy() for p in params])
+    for a, b in zip(*results):
+        assert np.isfinite(b).all()
+        np.testing.assert_array_equal(b, a)
+
+
+def test_numpy_scalar_hyperparameters_keep_float64_accuracy():
+    """Hyperparameters set after construction may be NumPy float32 scalars: the window's
+    powers and Adam's step scale are still computed in float64."""
+    grads = random_grads(40)
+    for make, name in ((lambda: Momentum(lr=0.05), "momentum"), (lambda: Adam(lr=0.01), "beta1")):
+        results = []
+        for packed in (False, True):
+            opt = make()
+            setattr(opt, name, np.float32(0.99))
+            results.append(run(opt, packed, 40, grads))
+        for a, b in zip(*results):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_optimizers_pickled_before_the_windowed_state_still_load():
+    """An optimizer pickled by an older nnlib has a plain ``state`` attribute and no window
+    fields, and its group class was nnlib.optimizers._Group."""
+    import pickle
+
+    from nnlib import optimizers
+
+    assert optimizers._Group is nn.optimizers._Group  # the name old pickles look up
+    params = make_params(True)
+    opt = Adam(lr=0.01)
+    for g in random_grads(3):
+        for p, gi in zip(params, g):
+            p.grad[...] = gi
+        opt.step(params)
+    old = {k: v for k, v in pickle.loads(pickle.dumps(opt)).__dict__.items() if not k.startswith("_window")}
+    old["state"] = old.pop("_state")
+    revived = Adam.__new__(Adam)
+    revived.__setstate__(old)
+    assert revived._window == 0 and revived.iterations == 3
+    for p_old, p in zip(revived.state, params):
+        np.testing.assert_array_equal(revived.state[p_old]["m"], opt.state[p]["m"])
+    revived.step(list(revived.state))  # and it still steps
