@@ -201,18 +201,11 @@ def cut(fraction: float | None = None, keep: int | None = None):
     return change
 
 
-def with_version(folder: Path, version) -> Path:
+def with_manifest(folder: Path, key: str, value) -> Path:
+    """The good file with ``manifest[key] = value`` (checksums left as they were)."""
     members = read_members(good_file(folder))
     manifest = json.loads(members["manifest.json"])
-    manifest["format_version"] = version
-    members["manifest.json"] = json.dumps(manifest).encode()
-    return write_zip(Path(folder) / "bad.nnlib", members, resign=False)
-
-
-def with_format(folder: Path, fmt) -> Path:
-    members = read_members(good_file(folder))
-    manifest = json.loads(members["manifest.json"])
-    manifest["format"] = fmt
+    manifest[key] = value
     members["manifest.json"] = json.dumps(manifest).encode()
     return write_zip(Path(folder) / "bad.nnlib", members, resign=False)
 
@@ -285,9 +278,11 @@ BAD_FILES = [
     ("zip_bomb_past_manifest_size", size_bomb, r"weights/0001\.npy has size 33554432, the manifest says \d+", "same"),
     ("zip_bomb_lying_header", lying_bomb, r"weights/0001\.npy inflates beyond its declared \d+ bytes", "same"),
     ("declared_beyond_bound", huge_declared, r"weights/0000\.npy.*exceeds 1073741824 bytes", "same"),
-    ("newer_format_version", lambda d: with_version(d, 2), r"format version 2 is newer.*upgrade", "same"),
-    ("format_version_string", lambda d: with_version(d, "1"), r"invalid format_version '1'", "same"),
-    ("not_nnlib_format", lambda d: with_format(d, "keras"), r"not an nnlib model file \(format 'keras'\)", "same"),
+    ("newer_format_version", lambda d: with_manifest(d, "format_version", 2),
+     r"format version 2 is newer.*upgrade", "same"),
+    ("format_version_string", lambda d: with_manifest(d, "format_version", "1"), r"invalid format_version '1'", "same"),
+    ("not_nnlib_format", lambda d: with_manifest(d, "format", "keras"),
+     r"not an nnlib model file \(format 'keras'\)", "same"),
     ("no_manifest", lambda d: edit_member(d, "manifest.json", None, resign=False), r"no manifest\.json", "same"),
     ("member_missing", lambda d: edit_member(d, "weights/0002.npy", None, resign=False),
      r"disagree with the manifest.*missing: \['weights/0002\.npy'\]", "same"),
