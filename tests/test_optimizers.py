@@ -113,13 +113,8 @@ def test_golden_values(name, make, hand, packed, steps):
 
 
 @pytest.mark.parametrize("name,make,hand", CASES, ids=[c[0] for c in CASES])
-def test_packed_and_loose_paths_agree(name, make, hand, monkeypatch):
-    """To rounding with the windowed flat state (see Optimizer), to the last bit without it."""
-    for a, b in zip(run(make(), False, 2), run(make(), True, 2)):
-        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15)
-    monkeypatch.setattr(type(make()), "windowed", False)
-    for a, b in zip(run(make(), False, 2), run(make(), True, 2)):
-        np.testing.assert_array_equal(a, b)
+def test_packed_and_loose_paths_agree(name, make, hand, packed_matches_loose):
+    packed_matches_loose(run, make)
 
 
 def test_scalar_goldens_by_hand():
