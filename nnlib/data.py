@@ -81,35 +81,30 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features:
         raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {n_features}")
     with np.errstate(over="ignore"):  # a float64 1e300 becomes inf in float32: reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if not _all_finite_fast(out):
-        _raise_first_nonfinite(arr, out, what)
+    bad = _first_nonfinite(out)
+    if bad is not None:
+        row, col = bad
+        value = arr[row, col]  # as the caller gave it
+        too_large = f", too large for {out.dtype}" if np.isfinite(value) else ""
+        raise ValueError(f"{what} contains {value} at row {row}, column {col}{too_large}")
     return out
 
 
-def _all_finite_fast(x: np.ndarray) -> bool:
-    """True when ``x`` (C-contiguous float) has no NaN or inf, mostly in one read.
+def _first_nonfinite(x: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first NaN or inf in ``x`` (C-contiguous, 2-D), or None.
 
     ``sum(|x|)`` is finite exactly when every entry is, unless finite entries summing
-    past the dtype's maximum (~3e38 for float32) overflow it; only then does the exact
-    chunked scan run.
+    past the dtype's maximum (~3e38 for float32) overflow it: one read clears almost
+    every array, and only a non-finite sum leads to the exact scan.
     """
     if math.isfinite(_blas.abs_sum(x.reshape(-1))):
-        return True
+        return None
     rows = max(1, _CHECK_CHUNK_ELEMENTS // x.shape[1])
-    return all(np.isfinite(x[start:start + rows]).all() for start in range(0, x.shape[0], rows))
-
-
-def _raise_first_nonfinite(original: np.ndarray, cast: np.ndarray, what: str) -> None:
-    """Raise ValueError naming the first entry of ``cast`` that is NaN or inf, as the caller gave it."""
-    rows = max(1, _CHECK_CHUNK_ELEMENTS // cast.shape[1])
-    for start in range(0, cast.shape[0], rows):  # chunks: no (N, D) boolean temporary
-        bad = np.argwhere(~np.isfinite(cast[start:start + rows]))
+    for start in range(0, x.shape[0], rows):  # chunks: no (N, D) boolean temporary
+        bad = np.argwhere(~np.isfinite(x[start:start + rows]))
         if bad.size:
-            break
-    row, col = start + bad[0, 0], bad[0, 1]
-    value = original[row, col]
-    too_large = f", too large for {cast.dtype}" if np.isfinite(value) else ""
-    raise ValueError(f"{what} contains {value} at row {row}, column {col}{too_large}")
+            return start + int(bad[0, 0]), int(bad[0, 1])
+    return None
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
