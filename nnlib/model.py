@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _blas
+from . import _blas, saving
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
@@ -36,6 +36,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+@saving.models.register("sequential")
 class Sequential:
     """A linear stack of layers, trained with ``compile`` then ``fit``.
 
@@ -348,7 +349,6 @@ class Sequential:
                         callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
                     if interrupt.requested:
                         break
-                self.optimizer.consolidate()  # true state values at every epoch boundary: see Optimizer
                 if self.stop_training and history.stopped_epoch == epoch:  # TerminateOnNaN stopped mid-epoch
                     break
                 if interrupt.requested:  # the unfinished epoch is not logged
@@ -512,21 +512,15 @@ class Sequential:
 
         See :mod:`nnlib.saving` for the format; reload with :func:`nnlib.load_model`.
         """
-        from .saving import save_model
-
-        save_model(self, path)
+        saving.save_model(self, path)
 
     def save_weights(self, path: str) -> None:
         """Save only the weights, for :meth:`load_weights` into a model of the same shape."""
-        from .saving import save_weights
-
-        save_weights(self, path)
+        saving.save_weights(self, path)
 
     def load_weights(self, path: str) -> None:
         """Load weights from a file written by :meth:`save_weights` or :meth:`save`."""
-        from .saving import load_weights
-
-        load_weights(self, path)
+        saving.load_weights(self, path)
 
     # -- display ------------------------------------------------------------------
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:

@@ -1,4 +1,6 @@
-"""Optimizers: golden values computed by hand (PyTorch's formulas), both code paths, state, validation."""
+"""Optimizers: golden values computed by hand (PyTorch's formulas) on the packed (flat-buffer) and
+loose (per-parameter) paths, the fast updates against their plain reference ones, clipping, state,
+subnormal flushing, validation."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 import nnlib as nn
-from nnlib.optimizers import SGD, Adam, Momentum
+from nnlib.optimizers import SGD, Adam, AdamW, Momentum, RMSprop
 from nnlib.parameter import Parameter, pack
 
 # Two parameters of different shapes; values and two rounds of gradients, float64.
@@ -17,8 +19,8 @@ G1 = [np.array([[0.5, -1.0, 2.0], [-0.25, 0.75, 1.5]]), np.array([-0.3, 0.6, 0.0
 G2 = [np.array([[-0.4, 0.2, 1.0], [0.5, -0.125, 0.25]]), np.array([0.2, -0.1, 0.4])]
 
 
-def make_params(packed: bool, dtype=np.float64) -> list[Parameter]:
-    params = [Parameter(np.array(v, dtype=dtype), name=f"p{i}") for i, v in enumerate(P0)]
+def make_params(packed: bool, dtype=np.float64, values=P0) -> list[Parameter]:
+    params = [Parameter(np.array(v, dtype=dtype), name=f"p{i}") for i, v in enumerate(values)]
     if packed:
         pack(params, np.dtype(dtype))
     return params
@@ -29,13 +31,13 @@ def set_grads(params: list[Parameter], grads: list[np.ndarray]) -> None:
         p.grad[...] = g  # in place: packed grads must stay views into the flat buffer
 
 
-def run(opt, packed: bool, steps: int, dtype=np.float64) -> list[np.ndarray]:
-    params = make_params(packed, dtype)
-    for g in [G1, G2][:steps]:
+def run(opt, packed: bool, steps: int, dtype=np.float64, grads=(G1, G2), values=P0) -> list[np.ndarray]:
+    params = make_params(packed, dtype, values)
+    for g in list(grads)[:steps]:
         set_grads(params, g)
         opt.step(params)
     if packed:  # the flat-buffer path really ran: state entries are views of one buffer
-        for slot in type(opt).slots:
+        for slot in opt.slots:
             bases = [opt.state[p][slot].base for p in params]
             assert bases[0] is not None and all(b is bases[0] for b in bases)
     return [p.value.copy() for p in params]
@@ -83,6 +85,42 @@ def hand_adam(lr, b1, b2, eps, wd, steps):
     return out
 
 
+def hand_rmsprop(lr, alpha, eps, mu, centered, wd, steps):
+    out = []
+    for p, g1, g2 in zip(P0, G1, G2):
+        p = p.copy()
+        v, a, buf = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+        for g in [g1, g2][:steps]:
+            d = g + wd * p
+            v = alpha * v + (1 - alpha) * d * d
+            if centered:
+                a = alpha * a + (1 - alpha) * d
+                denom = np.sqrt(v - a * a) + eps
+            else:
+                denom = np.sqrt(v) + eps
+            if mu:
+                buf = mu * buf + d / denom
+                p = p - lr * buf
+            else:
+                p = p - lr * d / denom
+        out.append(p)
+    return out
+
+
+def hand_adamw(lr, b1, b2, eps, wd, steps):
+    out = []
+    for p, g1, g2 in zip(P0, G1, G2):
+        p = p.copy()
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        for t, g in enumerate([g1, g2][:steps], start=1):
+            p = p * (1 - lr * wd)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        out.append(p)
+    return out
+
+
 CASES = [
     ("sgd", lambda: SGD(lr=0.1), lambda s: hand_sgd(0.1, 0.0, s)),
     ("sgd_wd", lambda: SGD(lr=0.1, weight_decay=0.01), lambda s: hand_sgd(0.1, 0.01, s)),
@@ -97,6 +135,18 @@ CASES = [
     ("adam_custom", lambda: Adam(lr=0.1, beta1=0.5, beta2=0.75, eps=1e-3),
      lambda s: hand_adam(0.1, 0.5, 0.75, 1e-3, 0.0, s)),
     ("adam_wd", lambda: Adam(lr=0.01, weight_decay=0.1), lambda s: hand_adam(0.01, 0.9, 0.999, 1e-8, 0.1, s)),
+    ("rmsprop", lambda: RMSprop(lr=0.01), lambda s: hand_rmsprop(0.01, 0.99, 1e-8, 0.0, False, 0.0, s)),
+    ("rmsprop_custom", lambda: RMSprop(lr=0.1, alpha=0.5, eps=1e-3),
+     lambda s: hand_rmsprop(0.1, 0.5, 1e-3, 0.0, False, 0.0, s)),
+    ("rmsprop_momentum", lambda: RMSprop(lr=0.01, momentum=0.9),
+     lambda s: hand_rmsprop(0.01, 0.99, 1e-8, 0.9, False, 0.0, s)),
+    ("rmsprop_centered", lambda: RMSprop(lr=0.01, centered=True),
+     lambda s: hand_rmsprop(0.01, 0.99, 1e-8, 0.0, True, 0.0, s)),
+    ("rmsprop_all", lambda: RMSprop(lr=0.05, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1),
+     lambda s: hand_rmsprop(0.05, 0.9, 1e-8, 0.5, True, 0.1, s)),
+    ("adamw", lambda: AdamW(lr=0.01), lambda s: hand_adamw(0.01, 0.9, 0.999, 1e-8, 1e-2, s)),
+    ("adamw_custom", lambda: AdamW(lr=0.1, beta1=0.5, beta2=0.75, eps=1e-3, weight_decay=0.5),
+     lambda s: hand_adamw(0.1, 0.5, 0.75, 1e-3, 0.5, s)),
 ]
 
 
@@ -249,6 +299,15 @@ BAD_HYPER = [
     ("momentum_wd_negative", lambda: Momentum(weight_decay=-0.5), ValueError, r"weight_decay.*-0\.5"),
     ("nesterov_int", lambda: Momentum(nesterov=1), TypeError, r"nesterov.*1"),
     ("nesterov_str", lambda: Momentum(nesterov="yes"), TypeError, r"nesterov.*'yes'"),
+    ("rmsprop_alpha_one", lambda: RMSprop(alpha=1.0), ValueError, r"alpha.*1"),
+    ("rmsprop_alpha_negative", lambda: RMSprop(alpha=-0.1), ValueError, r"alpha.*-0\.1"),
+    ("rmsprop_eps_zero", lambda: RMSprop(eps=0.0), ValueError, r"eps.*0"),
+    ("rmsprop_momentum_one", lambda: RMSprop(momentum=1.0), ValueError, r"momentum.*1"),
+    ("rmsprop_centered_int", lambda: RMSprop(centered=1), TypeError, r"centered.*1"),
+    ("rmsprop_lr_zero", lambda: RMSprop(lr=0), ValueError, r"lr.*0"),
+    ("adamw_wd_negative", lambda: AdamW(weight_decay=-0.1), ValueError, r"weight_decay.*-0\.1"),
+    ("adamw_beta1_one", lambda: AdamW(beta1=1.0), ValueError, r"beta1.*1"),
+    ("sgd_clipnorm_str", lambda: SGD(lr=0.1, clipnorm="1"), TypeError, r"clipnorm.*'1'"),
 ]
 
 
@@ -336,6 +395,19 @@ def test_iterations_count_and_bias_correction_uses_step():
 #   t=2: m = 0.045 - 0.025 = 0.02, v = 0.00024975 + 0.0000625 = 0.00031225,
 #        m_hat = 0.02/0.19 = 0.1052631579, v_hat = 0.00031225/0.001999 = 0.1562031016, sqrt = 0.3952253807,
 #        p2 = 0.900000002 - 0.1*0.1052631579/0.3952253907 = 0.8733662987
+# RMSprop lr=0.01 (alpha 0.99, eps 1e-8):
+#   t=1: v = 0.01*0.25 = 0.0025, sqrt(v) = 0.05, p1 = 1 - 0.01*0.5/0.05000001 = 0.90000002
+#   t=2: v = 0.99*0.0025 + 0.01*0.0625 = 0.0031, sqrt = 0.0556776436, p2 = 0.90000002 + 0.0025/0.0556776536
+#        = 0.9449013374
+# RMSprop lr=0.01, momentum=0.9: buf1 = 0.5/0.05000001 = 9.999998, p1 = 0.90000002;
+#   buf2 = 0.9*9.999998 - 0.25/0.0556776536 = 4.5098664558, p2 = 0.90000002 - 0.045098664558 = 0.8549013554
+# RMSprop lr=0.01, centered: a1 = 0.005, sqrt(0.0025 - 0.000025) = 0.0497493719, p1 = 1 - 0.005/0.0497493819
+#   = 0.8994962387; a2 = 0.99*0.005 - 0.0025 = 0.00245, sqrt(0.0031 - 0.0000060025) = 0.0556237135,
+#   p2 = 0.8994962387 + 0.0025/0.0556237235 = 0.9444410903
+# AdamW lr=0.1, wd=0.1 (decay factor 1 - 0.01 = 0.99):
+#   t=1: p = 0.99, then Adam's first step 0.1*0.5/(0.5 + 1e-8) = 0.099999998 -> p1 = 0.890000002
+#   t=2: p = 0.99*0.890000002 = 0.88110000198, then Adam's second step (same as the Adam golden
+#        above: 0.900000002 - 0.8733662987 = 0.0266337033) -> p2 = 0.8544662987
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize(("opt", "p1", "p2", "rtol"), [
     (lambda: SGD(lr=0.1), 0.95, 0.975, 1e-15),
@@ -343,9 +415,313 @@ def test_iterations_count_and_bias_correction_uses_step():
     (lambda: Momentum(lr=0.1, momentum=0.9), 0.95, 0.93, 1e-15),
     (lambda: Momentum(lr=0.1, momentum=0.9, nesterov=True), 0.905, 0.912, 1e-15),
     (lambda: Adam(lr=0.1), 0.900000002, 0.8733662987, 1e-10),
-], ids=["sgd", "sgd_wd", "momentum", "nesterov", "adam"])
+    (lambda: RMSprop(lr=0.01), 0.90000002, 0.9449013374, 1e-10),
+    (lambda: RMSprop(lr=0.01, momentum=0.9), 0.90000002, 0.8549013554, 1e-10),
+    (lambda: RMSprop(lr=0.01, centered=True), 0.8994962387, 0.9444410903, 1e-10),
+    (lambda: AdamW(lr=0.1, weight_decay=0.1), 0.890000002, 0.8544662987, 1e-10),
+], ids=["sgd", "sgd_wd", "momentum", "nesterov", "adam", "rmsprop", "rmsprop_momentum", "rmsprop_centered", "adamw"])
 def test_scalar_golden_steps_worked_by_hand(opt, p1, p2, rtol, packed, two_scalar_steps):
     """Two steps on a scalar parameter land on values worked out on paper (see the comment above)."""
     got1, got2, untouched = two_scalar_steps(opt(), packed)
     np.testing.assert_allclose([got1, got2], [p1, p2], rtol=rtol)
-    assert untouched == 0.0  # zero gradient, nothing to decay: untouched
+    assert untouched == 0.0  # zero gradient, nothing to decay (and no decay of 0): untouched
+
+
+def test_adamw_decay_is_decoupled_from_adam_l2():
+    """AdamW's decay never enters the moments: with g = 0 Adam(wd) moves by a full lr step, AdamW only shrinks p."""
+    p = Parameter(np.array([2.0]))
+    AdamW(lr=0.1, weight_decay=0.5).step([p])  # p *= 1 - 0.05 -> 1.9; m = v = 0 -> no Adam step
+    assert p.value[0] == pytest.approx(1.9, abs=1e-15)
+    p = Parameter(np.array([2.0]))
+    Adam(lr=0.1, weight_decay=0.5).step([p])  # g = 0 + 0.5*2 = 1 -> p -= 0.1 * 1/(1 + 1e-8)
+    assert p.value[0] == pytest.approx(1.9, abs=1e-8)
+    # and with a gradient the two differ: AdamW 1.9 - 0.1 = 1.8, Adam 2 - 0.1 (g + wd p = 2 > 0) = 1.9
+    p, q = Parameter(np.array([2.0])), Parameter(np.array([2.0]))
+    p.grad[...] = q.grad[...] = 1.0
+    AdamW(lr=0.1, weight_decay=0.5).step([p])
+    Adam(lr=0.1, weight_decay=0.5).step([q])
+    assert p.value[0] == pytest.approx(1.8, abs=1e-7)
+    assert q.value[0] == pytest.approx(1.9, abs=1e-7)
+    assert p.grad[0] == 1.0  # AdamW leaves grad as the loss's gradient
+
+
+def test_rmsprop_state_slots():
+    assert RMSprop().slots == ("square_avg",)
+    assert RMSprop(momentum=0.5, centered=True).slots == ("square_avg", "momentum_buffer", "grad_avg")
+    opt = RMSprop(lr=0.1)
+    p = Parameter(np.array([1.0, 2.0]))
+    p.grad[...] = [0.5, -1.0]
+    opt.step([p])
+    np.testing.assert_allclose(opt.state[p]["square_avg"], 0.01 * np.array([0.25, 1.0]), rtol=1e-14)
+
+
+def test_defaults_follow_pytorch():
+    r = RMSprop()
+    assert (r.lr, r.alpha, r.eps, r.momentum, r.centered, r.weight_decay) == (0.01, 0.99, 1e-8, 0.0, False, 0.0)
+    a = AdamW()
+    assert (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay) == (1e-3, 0.9, 0.999, 1e-8, 1e-2)
+
+
+def test_registry_and_config_round_trip():
+    assert isinstance(nn.optimizers.get("rmsprop"), RMSprop)
+    assert isinstance(nn.optimizers.get("adamw"), AdamW)
+    for opt in [RMSprop(lr=0.2, alpha=0.9, momentum=0.3, centered=True, weight_decay=0.1, clipvalue=2.0),
+                AdamW(lr=0.3, weight_decay=0.2, global_clipnorm=1.5), SGD(clipnorm=0.5)]:
+        config = opt.get_config()
+        clone = nn.optimizers.get({"name": type(opt).registered_name, "config": config})
+        assert type(clone) is type(opt) and clone.get_config() == config
+    assert RMSprop(clipvalue=2.0).get_config()["clipvalue"] == 2.0
+    assert Adam().get_config()["clipnorm"] is None
+
+
+# -- gradient clipping --------------------------------------------------------------------------------
+# Two parameters: a = [1, 2] with gradient [3, 4] (norm 5), b = [1] with gradient [0.5] (norm 0.5). SGD lr = 0.1.
+CLIP_VALUES = [np.array([1.0, 2.0]), np.array([1.0])]
+CLIP_GRADS = [np.array([3.0, 4.0]), np.array([0.5])]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+@pytest.mark.parametrize(("opt", "a", "b"), [
+    # clipnorm=1 per parameter: a's grad -> [0.6, 0.8] (norm 1), b's (0.5 < 1) unchanged
+    #   a = [1 - 0.06, 2 - 0.08] = [0.94, 1.92];  b = 1 - 0.05 = 0.95
+    (lambda: SGD(lr=0.1, clipnorm=1.0), [0.94, 1.92], [0.95]),
+    # global_clipnorm=1: total = sqrt(9 + 16 + 0.25) = 5.0249378106, c = 1/(5.0249378106 + 1e-6) = 0.1990073984
+    #   a = [1 - 0.3c, 2 - 0.4c] = [0.9402977805, 1.9203970406];  b = 1 - 0.05c = 0.9900496301
+    (lambda: SGD(lr=0.1, global_clipnorm=1.0), [0.9402977805, 1.9203970406], [0.9900496301]),
+    # global_clipnorm=10 > total: c = 10/5.025 > 1 is clamped to 1, nothing clipped
+    (lambda: SGD(lr=0.1, global_clipnorm=10.0), [0.7, 1.6], [0.95]),
+    # clipvalue=0.5: a's grad -> [0.5, 0.5], b's stays 0.5;  a = [0.95, 1.95], b = 0.95
+    (lambda: SGD(lr=0.1, clipvalue=0.5), [0.95, 1.95], [0.95]),
+    # clipvalue then L2 decay (wd = 0.1): a's grad -> [0.5 + 0.1, 0.5 + 0.2] = [0.6, 0.7] -> a = [0.94, 1.93]
+    #   b: 0.5 + 0.1 = 0.6 -> 0.94  (decay first would give a's grad [3.1, 4.2] -> [0.5, 0.5] -> [0.95, 1.95])
+    (lambda: SGD(lr=0.1, weight_decay=0.1, clipvalue=0.5), [0.94, 1.93], [0.94]),
+], ids=["clipnorm", "global_clipnorm", "global_clipnorm_no_op", "clipvalue", "clip_before_decay"])
+def test_clipping_golden_values(opt, a, b, packed):
+    got = run(opt(), packed, 1, grads=[CLIP_GRADS], values=CLIP_VALUES)
+    np.testing.assert_allclose(got[0], a, rtol=1e-10)
+    np.testing.assert_allclose(got[1], b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+def test_global_clipnorm_guard_matches_pytorch(packed):
+    """At total == max_norm PyTorch still scales by max/(total + 1e-6): [3, 4] with max 5 -> [2.9999994, 3.9999992]."""
+    params = make_params(packed, values=[np.array([0.0, 0.0])])
+    params[0].grad[...] = [3.0, 4.0]
+    SGD(lr=1.0, global_clipnorm=5.0).step(params)
+    np.testing.assert_allclose(params[0].grad, [2.99999940000012, 3.99999920000016], rtol=1e-14)
+    np.testing.assert_allclose(params[0].value, [-2.99999940000012, -3.99999920000016], rtol=1e-14)
+
+
+@pytest.mark.parametrize("clip", [{"clipnorm": 0.7}, {"global_clipnorm": 0.9}, {"clipvalue": 0.3}])
+@pytest.mark.parametrize("make", [Momentum, Adam, RMSprop, AdamW])
+def test_clipping_on_every_optimizer_both_paths_agree(make, clip):
+    """Clipping is in the base step: every optimizer accepts it, and the flat and per-parameter paths agree."""
+    loose, packed = run(make(lr=0.1, **clip), False, 2), run(make(lr=0.1, **clip), True, 2)
+    unclipped = run(make(lr=0.1), False, 2)
+    for a, b in zip(loose, packed):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert any(not np.allclose(a, u) for a, u in zip(loose, unclipped))  # the clip really changed something
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+def test_clipping_leaves_grad_clipped_and_float32(packed):
+    params = make_params(packed, np.float32, CLIP_VALUES)
+    for p, g in zip(params, CLIP_GRADS):
+        p.grad[...] = g
+    SGD(lr=0.1, clipnorm=1.0).step(params)
+    assert all(p.value.dtype == np.float32 and p.grad.dtype == np.float32 for p in params)
+    np.testing.assert_allclose(params[0].grad, [0.6, 0.8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"clipnorm": 1.0, "global_clipnorm": 2.0}, r"clipnorm and global_clipnorm"),
+    ({"clipnorm": 1.0, "clipvalue": 2.0}, r"clipnorm and clipvalue"),
+    ({"global_clipnorm": 1.0, "clipvalue": 2.0}, r"global_clipnorm and clipvalue"),
+    ({"clipnorm": 0.0}, r"clipnorm.*0"),
+    ({"global_clipnorm": -1.0}, r"global_clipnorm.*-1"),
+    ({"clipvalue": float("inf")}, r"clipvalue.*inf"),
+    ({"clipvalue": float("nan")}, r"clipvalue.*nan"),
+])
+def test_clipping_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SGD(lr=0.1, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        nn.optimizers.get("adamw", **kwargs)
+
+
+def test_model_trains_with_new_optimizers_and_clipping():
+    """Through compile/fit (packed parameters, float32), each new optimizer lowers the loss."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    for opt in [RMSprop(lr=0.01), AdamW(lr=0.01), RMSprop(lr=0.01, momentum=0.9, centered=True, clipnorm=1.0),
+                Momentum(lr=0.1, global_clipnorm=0.5), Adam(lr=0.01, clipvalue=0.1)]:
+        model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(2)], seed=0)
+        model.compile(opt, "softmax_cross_entropy")
+        history = model.fit(x, y, epochs=15, batch_size=16, verbose=0, tol=None)
+        assert history.history["loss"][-1] < 0.8 * history.history["loss"][0], opt
+        assert all(w.dtype == np.float32 for w in model.get_weights())
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+@pytest.mark.parametrize("make,slot", [(lambda: nn.optimizers.Adam(lr=1e-3), "m"),
+                                       (lambda: nn.optimizers.Momentum(lr=0.01, momentum=0.9), "velocity"),
+                                       (lambda: nn.optimizers.RMSprop(lr=0.01, momentum=0.9), "momentum_buffer")])
+def test_state_of_a_silent_parameter_never_turns_subnormal(make, slot, packed, monkeypatch):
+    # One gradient, then zeros: the moment decays geometrically and would pass through the
+    # subnormal floats (slow on x86); the flush zeroes it first, and the weights end the same.
+    from nnlib.optimizers import base
+
+    def run():
+        params = [Parameter(np.ones(40, np.float32), "p")]
+        if packed:
+            pack(params, np.dtype(np.float32))
+        opt = make()
+        params[0].grad[...] = np.linspace(1e-3, 1.0, 40, dtype=np.float32)
+        opt.step(params)
+        params[0].grad[...] = 0.0
+        subnormal_steps = 0
+        for _ in range(40 * 64):
+            opt.step(params)
+            state = opt.state[params[0]][slot]
+            subnormal_steps += bool(np.any((state != 0) & (np.abs(state) < np.finfo(np.float32).tiny)))
+        return params[0].value, opt.state[params[0]][slot], subnormal_steps
+
+    value, state, subnormal_steps = run()
+    assert subnormal_steps == 0
+    assert np.all(state == 0)  # decayed away for good
+    monkeypatch.setattr(base, "FLUSH_EVERY", 10**9)  # where step() reads it
+    unflushed_value, unflushed_state, unflushed_subnormal_steps = run()
+    assert unflushed_subnormal_steps > 0  # what the flush prevents
+    np.testing.assert_array_equal(value, unflushed_value)
+
+
+def test_flush_leaves_normal_state_alone():
+    from nnlib.optimizers import FLUSH_EVERY
+
+    p = Parameter(np.ones(3, np.float32), "p")
+    opt = nn.optimizers.Momentum(lr=0.01, momentum=0.9)
+    for _ in range(FLUSH_EVERY):
+        p.grad[...] = [1e-3, 1e-20, -1e-25]
+        opt.step([p])
+    assert np.all(opt.state[p]["velocity"] != 0)  # fed every step: stays far above the threshold
+
+
+# -- plain state: the fast updates against their reference, no side effects -------------------------
+def random_grads(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(p.shape) for p in P0] for _ in range(steps)]
+
+
+def test_numpy_scalar_hyperparameters_keep_float64_accuracy():
+    """Hyperparameters set after construction may be NumPy float32 scalars: Adam's step scale is
+    still computed in float64, and the packed and loose paths agree."""
+    grads = random_grads(40)
+    for make, name in ((lambda: Momentum(lr=0.05), "momentum"), (lambda: Adam(lr=0.01), "beta1")):
+        results = []
+        for packed in (False, True):
+            opt = make()
+            setattr(opt, name, np.float32(0.99))
+            results.append(run(opt, packed, 40, grads=grads))
+        for a, b in zip(*results):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+ALL_OPTIMIZERS = [(name, make) for name, make, _ in CASES] + [
+    ("momentum_clipnorm", lambda: Momentum(lr=0.05, clipnorm=0.7)),
+    ("adam_global_clipnorm_wd", lambda: Adam(lr=0.01, weight_decay=0.05, global_clipnorm=0.9)),
+    ("adamw_clipvalue", lambda: AdamW(lr=0.01, clipvalue=0.3)),
+]
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", [(np.float64, 1e-10, 1e-12), (np.float32, 1e-4, 1e-5)],
+                         ids=["float64", "float32"])
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+@pytest.mark.parametrize("name,make", ALL_OPTIMIZERS, ids=[c[0] for c in ALL_OPTIMIZERS])
+def test_fast_update_matches_its_plain_reference_over_many_steps(name, make, packed, dtype, rtol, atol):
+    """600 steps (two subnormal flushes), gradients with exact zeros: the BLAS/in-place fast path and the
+    docstring's lines in plain NumPy (``reference = True``) give the same weights and the same state."""
+    grads = random_grads(600)
+    for g in grads[::7]:
+        g[0][0, 1] = 0.0  # a pixel that is often blank
+    fast, reference = make(), make()
+    reference.reference = True
+    got = run(fast, packed, 600, dtype, grads=grads)
+    want = run(reference, packed, 600, dtype, grads=grads)
+    for a, b, p0 in zip(got, want, P0):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+        assert not np.allclose(a, p0)
+    for p_fast, p_ref in zip(fast.state, reference.state):
+        for slot in fast.slots:
+            np.testing.assert_allclose(fast.state[p_fast][slot], reference.state[p_ref][slot], rtol=rtol, atol=atol)
+
+
+def test_reference_update_is_not_the_fast_one():
+    """The comparison above is not vacuous: the two updates are separate code (a broken fast
+    path is caught), and a base class without a reference says so."""
+    opt = Adam(lr=0.01)
+    opt.reference = True
+    broken = Adam(lr=0.01)
+    broken._update = lambda value, grad, state, scratch: None  # a fast path that forgot to step
+    assert not np.allclose(run(opt, True, 2)[0], run(broken, True, 2)[0])
+
+    class Bare(nn.Optimizer):
+        def _update(self, value, grad, state, scratch):
+            value -= self.lr * grad
+
+    bare = Bare(lr=0.1)
+    bare.reference = True
+    with pytest.raises(NotImplementedError, match="Bare has no reference update"):
+        run(bare, False, 1)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+@pytest.mark.parametrize("make", [lambda: Momentum(lr=0.05, momentum=0.9), lambda: Adam(lr=0.01),
+                                  lambda: RMSprop(lr=0.01, momentum=0.5, centered=True)],
+                         ids=["momentum", "adam", "rmsprop"])
+def test_reading_state_changes_nothing(make, packed):
+    """Reading ``state`` (and Adam's ``moments``) between steps is a plain read: the run is bit-identical
+    to one that never looked, and the arrays read are the live state."""
+    grads = random_grads(40)
+    watched, unwatched = make(), make()
+    params, plain_params = make_params(packed), make_params(packed)
+    for g in grads:
+        set_grads(params, g)
+        set_grads(plain_params, g)
+        watched.step(params)
+        unwatched.step(plain_params)
+        for p in params:
+            seen = {slot: a.copy() for slot, a in watched.state[p].items()}
+            if isinstance(watched, Adam):
+                m, v = watched.moments(p)
+                np.testing.assert_array_equal(m, seen["m"])
+                np.testing.assert_array_equal(v, seen["v"])
+    for p, q in zip(params, plain_params):
+        np.testing.assert_array_equal(p.value, q.value)
+        for slot in watched.slots:
+            np.testing.assert_array_equal(watched.state[p][slot], unwatched.state[q][slot])
+    if packed:  # the state read is the flat buffer itself, not a copy
+        assert watched.state[params[0]][watched.slots[0]].base is watched._group.state[watched.slots[0]]
+
+
+def test_copies_and_pickles_of_an_optimizer_hold_its_state():
+    import copy
+    import pickle
+
+    grads = random_grads(5)
+    params, opt = make_params(True), Adam(lr=0.01)
+    for g in grads[:3]:
+        set_grads(params, g)
+        opt.step(params)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.iterations == 3
+        for p_clone, p in zip(clone.state, params):
+            for slot in ("m", "v"):
+                np.testing.assert_array_equal(clone.state[p_clone][slot], opt.state[p][slot])
+        cloned_params = list(clone.state)
+        for g in grads[3:]:
+            for p, gi in zip(cloned_params, g):
+                p.grad[...] = gi
+            clone.step(cloned_params)
+        assert clone.iterations == 5
+

@@ -278,8 +278,8 @@ BAD_FILES = [
     ("zip_bomb_past_manifest_size", size_bomb, r"weights/0001\.npy has size 33554432, the manifest says \d+", "same"),
     ("zip_bomb_lying_header", lying_bomb, r"weights/0001\.npy inflates beyond its declared \d+ bytes", "same"),
     ("declared_beyond_bound", huge_declared, r"weights/0000\.npy.*exceeds 1073741824 bytes", "same"),
-    ("newer_format_version", lambda d: with_manifest(d, "format_version", 2),
-     r"format version 2 is newer.*upgrade", "same"),
+    ("newer_format_version", lambda d: with_manifest(d, "format_version", saving.FORMAT_VERSION + 1),
+     rf"format version {saving.FORMAT_VERSION + 1} is newer.*upgrade", "same"),
     ("format_version_string", lambda d: with_manifest(d, "format_version", "1"), r"invalid format_version '1'", "same"),
     ("not_nnlib_format", lambda d: with_manifest(d, "format", "keras"),
      r"not an nnlib model file \(format 'keras'\)", "same"),
@@ -603,3 +603,52 @@ def test_bad_layer_state_is_refused(tmp_path, change, match):
     change(members)
     with pytest.raises(ValueError, match=match):
         nn.load_model(write_zip(tmp_path / "bad.nnlib", members))
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_format_version_1_files_still_load_bit_for_bit(name):
+    """Files written by nnlib before the optimizer state became plain (format version 1, see
+    tests/data/make_legacy_v1.py) load with the same weights, layer state and predictions, bit for
+    bit; Adam's moments, stored rescaled then, come back as PyTorch's m and v."""
+    expected = np.load(DATA / f"legacy_v1_{name}_expected.npz", allow_pickle=False)
+    model = nn.load_model(DATA / f"legacy_v1_{name}.nnlib")
+    params = model.parameters()
+    for i, p in enumerate(params):
+        np.testing.assert_array_equal(p.value, expected[f"weight_{i}"])
+        assert p.value.dtype == np.float32
+    np.testing.assert_array_equal(model.predict(expected["x"]), expected["predict"])
+    for i, p in enumerate(params):
+        for slot in model.optimizer.slots:
+            stored = expected[f"state_{i}_{slot}"]
+            got = model.optimizer.state[p][slot]
+            if name == "adam":  # rescaled in the file; PyTorch's quantities in memory, as moments() gave them
+                np.testing.assert_array_equal(got, expected[f"torch_{i}_{slot}"])
+                assert not np.array_equal(got, stored) or not stored.any()
+            else:
+                np.testing.assert_array_equal(got, stored)
+    assert model.optimizer.iterations == 6  # two epochs of three batches
+    # training resumes from there as it did before the change, to float32 rounding
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(24, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=24)
+    np.testing.assert_array_equal(x, expected["x"])
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, verbose=0, tol=None)
+    resumed = np.concatenate([w.ravel() for w in model.get_weights()])
+    np.testing.assert_allclose(resumed, expected["weights_after_epoch_3"], rtol=1e-5, atol=1e-6)
+
+
+def test_files_name_their_model_class_and_version(tmp_path):
+    model = nn.Sequential([nn.Dense(2, input_dim=3)], seed=0)
+    path = tmp_path / "m.nnlib"
+    model.save(path)
+    members = read_members(path)
+    assert json.loads(members["config.json"])["model"] == "sequential"
+    assert json.loads(members["manifest.json"])["format_version"] == saving.FORMAT_VERSION == 2
+    config = json.loads(members["config.json"])
+    config["model"] = "functional"
+    members["config.json"] = json.dumps(config).encode()
+    with pytest.raises(ValueError, match=r"model class 'functional' is not one of nnlib's: sequential"):
+        nn.load_model(write_zip(tmp_path / "forged.nnlib", members))

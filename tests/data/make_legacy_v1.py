@@ -2,7 +2,9 @@
 format version 1, which stored Adam's rescaled moments M = m / (1 - beta1), V = v / (1 - beta2)). Kept to
 show how the fixtures were made; run from the repository root with that commit checked out."""
 import numpy as np
+
 import nnlib as nn
+
 rng = np.random.default_rng(7)
 x = rng.normal(size=(24, 5)).astype(np.float32)
 y = rng.integers(0, 3, size=24)
@@ -16,9 +18,9 @@ for name, opt in [("adam", nn.Adam(lr=0.01)), ("momentum", nn.Momentum(lr=0.05, 
     state = model.optimizer.state
     arrays = {"x": x, "predict": model.predict(x)}
     for i, p in enumerate(model.parameters()):
-        arrays[f"weight_{i}"] = p.value
+        arrays[f"weight_{i}"] = p.value.copy()
         for slot, a in state[p].items():
-            arrays[f"state_{i}_{slot}"] = a
+            arrays[f"state_{i}_{slot}"] = a.copy()
     if name == "adam":
         for i, p in enumerate(model.parameters()):
             m, v = model.optimizer.moments(p)

@@ -1,52 +1,30 @@
-"""Optimizers with PyTorch's arithmetic, so a run can be reproduced step for step.
+"""SGD, Momentum, Adam, RMSprop and AdamW with PyTorch's arithmetic, step for step.
 
-An optimizer validates its hyperparameters when constructed, never holds the model,
-and keeps its state per :class:`~nnlib.parameter.Parameter`, created lazily on the
-first :meth:`Optimizer.step`. When the parameters tile one flat buffer (as a
-model's do), the state is flat too and each step is a few whole-buffer in-place
-passes (BLAS ``axpby``/``axpy``/``rot`` from NumPy's own OpenBLAS where it is found,
-see :mod:`nnlib._blas`, else NumPy ufuncs); each Parameter's state entries are views
-into it. Momentum and Adam keep that flat state in a *windowed* form between steps
-(see :class:`Optimizer`), so that each moment update is one threaded ``axpy``;
-the ``state`` attribute always shows the true values.
+Each algorithm is written twice, side by side: ``_reference_update`` is its docstring's
+lines in plain NumPy, and ``_update`` is the same arithmetic in the fewest passes over
+memory (BLAS ``axpby``/``axpy``/``rot`` from NumPy's own OpenBLAS where it is found,
+see :mod:`nnlib._blas`, else NumPy ufuncs). The state holds exactly PyTorch's
+quantities (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``square_avg`` ...,
+under the names in ``slots``).
 
-Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's
-SGD, RMSprop and Adam; only :class:`AdamW` decays the weights directly. It is added
-in place, so after a step ``Parameter.grad`` holds the gradient the update actually
-used.
-
-Every optimizer can clip gradients first (before weight decay), with one of
-``clipnorm`` (each parameter's gradient scaled to an L2 norm <= clipnorm, Keras's
-``clipnorm``), ``global_clipnorm`` (PyTorch's ``clip_grad_norm_``: with ``total``
-the L2 norm of all gradients together, every gradient is multiplied by
-``max / (total + 1e-6)`` when that factor is below 1) or ``clipvalue`` (each entry
-clipped to ``[-clipvalue, clipvalue]``). Clipping is also done in place, so
-``grad`` then holds the clipped gradient.
+Weight decay is L2 added to the gradient (``g = grad + wd * p``), as in PyTorch's SGD,
+RMSprop and Adam, in place, so after a step ``Parameter.grad`` holds the gradient the
+update used; only :class:`AdamW` decays the weights directly. Clipping comes first
+(see :class:`~nnlib.optimizers.base.Optimizer`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from . import _blas
-from ._optimizer_base import (
-    FLUSH_EVERY,
-    GLOBAL_CLIPNORM_EPS,
-    Optimizer,
-    _Group,  # noqa: F401  (pickles written before the split name nnlib.optimizers._Group)
-    _number,
-)
-from .parameter import Parameter
-from .registry import Registry
+from .. import _blas
+from .._validation import check_bool, check_number
+from ..parameter import Parameter
+from .base import Optimizer, registry
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "RMSprop", "AdamW", "registry", "get",
-           "FLUSH_EVERY", "GLOBAL_CLIPNORM_EPS"]
-
-
-registry = Registry("optimizer", base=Optimizer)
+__all__ = ["SGD", "Momentum", "Adam", "RMSprop", "AdamW"]
 
 
 @registry.register("sgd")
@@ -66,6 +44,9 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, *, clipnorm: float | None = None,
                  global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
+
+    def _reference_update(self, value, grad, state):
+        value -= self.lr * grad
 
     def _update(self, value, grad, state, scratch):
         _blas.axpy(-self.lr, grad, value, scratch)
@@ -90,30 +71,27 @@ class Momentum(Optimizer):
     """
 
     slots = ("velocity",)
-    windowed = True
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, nesterov: bool = False,
                  weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
                  clipvalue: float | None = None) -> None:
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
-        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
-        self.nesterov = bool(nesterov)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.nesterov = check_bool(nesterov, "nesterov")
+
+    def _reference_update(self, value, grad, state):
+        v = state["velocity"]
+        v[...] = self.momentum * v + grad
+        value -= self.lr * (grad + self.momentum * v) if self.nesterov else self.lr * v
 
     def _update(self, value, grad, state, scratch):
-        v, k = state["velocity"], self._window
-        if k:  # windowed: v = mu^k V, and mu v + g = mu^k (V + g / mu^k)
-            scale = self._window_decays["velocity"] ** k
-            _blas.axpy(1.0 / scale, grad, v, scratch)
-        else:
-            scale = 1.0
-            _blas.axpby(1.0, grad, self.momentum, v, scratch)  # v = mu v + g, one pass
+        v = state["velocity"]
+        _blas.axpby(1.0, grad, self.momentum, v, scratch)  # v = mu v + g, one pass
         if self.nesterov:  # p -= lr (g + mu v), as two one-pass updates
             _blas.axpy(-self.lr, grad, value, scratch)
-            _blas.axpy(-self.lr * self.momentum * scale, v, value, scratch)
+            _blas.axpy(-self.lr * self.momentum, v, value, scratch)
         else:
-            _blas.axpy(-self.lr * scale, v, value, scratch)
+            _blas.axpy(-self.lr, v, value, scratch)
 
     def _decays(self):
         return {"velocity": self.momentum}
@@ -133,6 +111,8 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * g^2
         p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
+    ``state[p]["m"]`` and ``state[p]["v"]`` are PyTorch's ``exp_avg`` and ``exp_avg_sq``.
+
     Parameters
     ----------
     lr : float, default 1e-3
@@ -142,55 +122,45 @@ class Adam(Optimizer):
     weight_decay : float, default 0
     clipnorm, global_clipnorm, clipvalue : float, optional
         Gradient clipping, at most one; see :class:`Optimizer`.
-
-    Notes
-    -----
-    To save passes over memory, ``state[p]["m"]`` and ``state[p]["v"]`` hold the
-    rescaled sums ``M = m / (1 - beta1)`` and ``V = v / (1 - beta2)``, updated as
-    ``M = beta1 M + g`` and ``V = beta2 V + g^2``; all constant factors meet in two
-    scalars. :meth:`moments` returns PyTorch's ``(m, v)`` for a parameter.
     """
 
     slots = ("m", "v")
-    windowed = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
                  clipvalue: float | None = None) -> None:
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
-        self.beta1 = _number(beta1, "beta1", 0.0, 1.0)
-        self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
-        self.eps = _number(eps, "eps", 0.0, low_open=True)
+        self.beta1 = check_number(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = check_number(beta2, "beta2", 0.0, 1.0)
+        self.eps = check_number(eps, "eps", 0.0, low_open=True)
 
     def moments(self, p: Parameter) -> tuple[np.ndarray, np.ndarray]:
-        """PyTorch's ``exp_avg`` and ``exp_avg_sq`` for ``p`` (copies)."""
+        """PyTorch's ``exp_avg`` and ``exp_avg_sq`` for ``p`` (copies of ``state[p]``)."""
         state = self.state[p]
-        return state["m"] * (1.0 - self.beta1), state["v"] * (1.0 - self.beta2)
+        return state["m"].copy(), state["v"].copy()
+
+    def _reference_update(self, value, grad, state):
+        m, v, t = state["m"], state["v"], self.iterations
+        m[...] = self.beta1 * m + (1 - self.beta1) * grad
+        v[...] = self.beta2 * v + (1 - self.beta2) * grad**2
+        value -= self.lr * (m / (1 - self.beta1**t)) / (np.sqrt(v / (1 - self.beta2**t)) + self.eps)
 
     def _update(self, value, grad, state, scratch):
-        m, v, s, k = state["m"], state["v"], scratch, self._window
-        t, b1, b2 = self.iterations, float(self.beta1), float(self.beta2)  # float64 scalars even if set to NumPy ones
-        if k:  # windowed (see Optimizer): M = b1^k M~, V = b2^k V~, so M = b1 M + g is M~ += g / b1^k
-            m_scale, v_scale = self._window_decays["m"] ** k, self._window_decays["v"] ** k
-            _blas.axpy(1.0 / m_scale, grad, m, s)
-            g2_weight, v_decay = 1.0 / v_scale, 1.0
-        else:
-            m_scale = v_scale = 1.0
-            _blas.axpby(1.0, grad, b1, m, s)  # M = b1 M + g
-            g2_weight, v_decay = 1.0, b2
+        m, v, s, t = state["m"], state["v"], scratch, self.iterations
+        b1, b2 = float(self.beta1), float(self.beta2)  # Python floats: float32 buffers stay float32
+        _blas.axpby(1.0 - b1, grad, b1, m, s)  # m = b1 m + (1 - b1) g
         np.multiply(grad, grad, out=s)
-        # V = v_decay V + g2_weight g^2 (s is spent) by BLAS rot rather than axpy: rot also
+        # v = b2 v + (1 - b2) g^2 (s is spent) by BLAS rot rather than axpby: rot also
         # writes s on both BLAS threads, so np.sqrt below takes s's cache lines over instead
         # of first invalidating the other core's read-only copies (measured ~8 us a step)
-        _blas.axpby_consuming(g2_weight, s, v_decay, v)
-        # p -= lr (1-b1)/bc1 * M / (sqrt((1-b2)/bc2) sqrt(V) + eps) = A * M~ / (sqrt(V~) + e)
-        # with c = sqrt((1-b2)/bc2 * v_scale) (Python floats: float32 buffers stay float32)
-        c = math.sqrt((1.0 - b2) / (1.0 - b2 ** t) * v_scale)
-        step_scale = float(self.lr) * (1.0 - b1) * m_scale / ((1.0 - b1 ** t) * c)
+        _blas.axpby_consuming(1.0 - b2, s, b2, v)
+        # lr m / bc1 / (sqrt(v / bc2) + eps) = (lr sqrt(bc2) / bc1) m / (sqrt(v) + eps sqrt(bc2)):
+        # the bias corrections meet in two scalars, so the pass count stays at four
+        root_bc2 = math.sqrt(1.0 - b2**t)
         np.sqrt(v, out=s)
-        s += self.eps / c
+        s += self.eps * root_bc2
         np.divide(m, s, out=s)
-        _blas.axpy(-step_scale, s, value, s)
+        _blas.axpy(-float(self.lr) * root_bc2 / (1.0 - b1**t), s, value, s)
 
     def _decays(self):
         return {"m": self.beta1, "v": self.beta2}
@@ -240,14 +210,28 @@ class RMSprop(Optimizer):
                  centered: bool = False, weight_decay: float = 0.0, *, clipnorm: float | None = None,
                  global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
-        self.alpha = _number(alpha, "alpha", 0.0, 1.0)
-        self.eps = _number(eps, "eps", 0.0, low_open=True)
-        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
-        if not isinstance(centered, (bool, np.bool_)):
-            raise TypeError(f"centered must be a bool, got {centered!r}")
-        self.centered = bool(centered)
+        self.alpha = check_number(alpha, "alpha", 0.0, 1.0)
+        self.eps = check_number(eps, "eps", 0.0, low_open=True)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.centered = check_bool(centered, "centered")
         self.slots = ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) + (
             ("grad_avg",) if self.centered else ())
+
+    def _reference_update(self, value, grad, state):
+        v = state["square_avg"]
+        v[...] = self.alpha * v + (1 - self.alpha) * grad**2
+        if self.centered:
+            a = state["grad_avg"]
+            a[...] = self.alpha * a + (1 - self.alpha) * grad
+            d = np.sqrt(np.maximum(v - a**2, 0.0)) + self.eps  # v >= a^2 but for rounding
+        else:
+            d = np.sqrt(v) + self.eps
+        if self.momentum:
+            buf = state["momentum_buffer"]
+            buf[...] = self.momentum * buf + grad / d
+            value -= self.lr * buf
+        else:
+            value -= self.lr * grad / d
 
     def _update(self, value, grad, state, scratch):
         v, s = state["square_avg"], scratch
@@ -312,10 +296,8 @@ class AdamW(Adam):
 
     def _apply(self, value, grad, state, scratch):
         if self.weight_decay:
-            value *= 1.0 - self.lr * self.weight_decay
-        self._update(value, grad, state, scratch)
-
-
-def get(identifier: Any, **kwargs: Any) -> Optimizer:
-    """Resolve an optimizer name, class, instance or config dict."""
-    return registry.get(identifier, **kwargs)
+            value *= 1.0 - self.lr * self.weight_decay  # decoupled: the gradient is left alone
+        if self.reference:
+            self._reference_update(value, grad, state)
+        else:
+            self._update(value, grad, state, scratch)

@@ -1,0 +1,137 @@
+"""Argument checks, one rule for the whole library.
+
+A value of the wrong type raises ``TypeError``; a value of the right type that is out
+of range, not finite or not among the choices raises ``ValueError``. Every message
+names the argument and the value received, in one style::
+
+    lr must lie in (0, inf), got -1.0
+    units must be a positive int, got 0
+    EarlyStopping: patience must be an int >= 0, got -1
+    restore_best_weights must be True or False, got 'yes'
+
+``what`` is the argument's name as the user wrote it, optionally prefixed with its
+owner (``"EarlyStopping: patience"``). Booleans are never accepted as numbers.
+This module imports nothing from nnlib.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["check_number", "check_int", "check_positive_int", "check_bool", "check_choice", "check_name",
+           "check_float_dtype"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def check_number(value: Any, what: str, low: float = -math.inf, high: float = math.inf, *,
+                 low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float if it is a finite real number in the interval, else raise.
+
+    Parameters
+    ----------
+    value : object
+    what : str
+        The argument's name, for the message.
+    low, high : float
+        The interval's ends; infinite ends are always open.
+    low_open, high_open : bool
+        Whether ``low`` (default closed) and ``high`` (default open) are excluded.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number (a bool is not one).
+    ValueError
+        If it is NaN, infinite or outside the interval: "lr must lie in (0, inf), got -1.0".
+    """
+    if not _is_real(value):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    v = float(value)
+    inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not (math.isfinite(v) and inside):
+        opening = "(" if low_open or low == -math.inf else "["
+        closing = ")" if high_open or high == math.inf else "]"
+        raise ValueError(f"{what} must lie in {opening}{low:g}, {high:g}{closing}, got {value!r}")
+    return v
+
+
+def check_int(value: Any, what: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int if it is an integer (``operator.index``) in ``[low, high]``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer (a bool, a float such as 3.0 and a str are not).
+    ValueError
+        If it lies outside the bounds: "patience must be an int >= 1, got 0".
+    """
+    bounds = ([f">= {low}"] if low is not None else []) + ([f"<= {high}"] if high is not None else [])
+    rule = " ".join(["an int", " and ".join(bounds)]).strip()
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be {rule}, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be {rule}, got {value!r}") from None
+    if (low is not None and n < low) or (high is not None and n > high):
+        raise ValueError(f"{what} must be {rule}, got {value!r}")
+    return int(n)
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """``value`` as an int if it is an integer > 0: TypeError for other types, ValueError for <= 0."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a positive int, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be a positive int, got {value!r}") from None
+    if n <= 0:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(n)
+
+
+def check_bool(value: Any, what: str) -> bool:
+    """``value`` if it is a bool (NumPy's included), else TypeError: "warn must be True or False, got 1"."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(value: Any, what: str, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``, else ValueError listing them."""
+    choices = tuple(choices)
+    if isinstance(value, (bool, np.bool_)) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{what} must be one of {listed}, got {value!r}")
+    return value
+
+
+def check_name(value: Any, what: str) -> str:
+    """``value`` if it is a non-empty str: TypeError for another type, ValueError for ``""``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a non-empty str, got {value!r}")
+    if not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def check_float_dtype(dtype: Any, what: str = "dtype") -> np.dtype:
+    """``np.dtype(dtype)`` if it is float32 or float64: TypeError if it names no dtype, else ValueError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{what} must be 'float32' or 'float64', got {dtype!r}") from None
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"{what} must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
