@@ -27,12 +27,12 @@ import warnings
 import numpy as np
 
 import nnlib as nn
+from nnlib.callbacks import GradientHealthWarning, GradientMonitor
 from nnlib.datasets import load
 from nnlib.initializers import Normal
-from nnlib.monitor import GradientHealthWarning, GradientMonitor
+from nnlib.layers import BatchNormalization
 from nnlib.optimizers import Momentum
 from nnlib.plot import plot_gradient_norms
-from nnlib.training_layers import BatchNormalization
 
 DEPTH, WIDTH = 10, 64
 # 1347 digits training rows: batches of 50 leave a last batch of 47. A last batch of 3

@@ -3,29 +3,35 @@
 >>> import nnlib as nn
 >>> model = nn.Sequential([nn.Dense(32, activation="relu"), nn.Dense(10)], seed=0)
 >>> model.compile(optimizer=nn.Adam(lr=1e-3), loss="softmax_cross_entropy", metrics=["accuracy"])
+
+The layout and the import rule are drawn in the README's "Layout" section.
 """
 
-from . import callbacks, data, functional, initializers, losses, metrics, monitor, optimizers, schedules
+from . import callbacks, data, datasets, functional, initializers, layers, losses, metrics, optimizers
 from .callbacks import (
     Callback,
     ConvergenceStop,
+    CosineDecay,
     CSVLogger,
     EarlyStopping,
+    ExponentialDecay,
+    GradientHealthWarning,
+    GradientMonitor,
     History,
     ModelCheckpoint,
     ProgressLogger,
+    ReduceLROnPlateau,
+    StepDecay,
     TerminateOnNaN,
 )
+from .explain import explain
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
-from .layers import Dense, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .layers import BatchNormalization, Dense, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
-from .monitor import GradientHealthWarning, GradientMonitor, explain
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from .parameter import Parameter
 from .saving import load_model
-from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay
-from .training_layers import BatchNormalization, Dropout
 
 __version__ = "0.1.0"
 
@@ -72,11 +78,11 @@ __all__ = [
     "check_symbolic",
     "callbacks",
     "data",
+    "datasets",
     "functional",
     "initializers",
+    "layers",
     "losses",
     "metrics",
-    "monitor",
-    "schedules",
     "optimizers",
 ]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 __all__ = ["check_number", "check_int", "check_positive_int", "check_bool", "check_choice", "check_name",
-           "check_float_dtype"]
+           "check_path", "check_float_dtype"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -124,6 +125,16 @@ def check_name(value: Any, what: str) -> str:
     if not value:
         raise ValueError(f"{what} must be a non-empty str, got {value!r}")
     return value
+
+
+def check_path(value: Any, what: str) -> str:
+    """``os.fspath(value)`` if it is a non-empty str or os.PathLike: TypeError for another type, ValueError if empty."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a non-empty str or os.PathLike, got {value!r}")
+    path = os.fspath(value)
+    if not path:
+        raise ValueError(f"{what} must be a non-empty str or os.PathLike, got {value!r}")
+    return path
 
 
 def check_float_dtype(dtype: Any, what: str = "dtype") -> np.dtype:

@@ -1,4 +1,4 @@
-"""Input validation at the boundary, seeded shuffling and splitting, standardization.
+"""Data at the boundary: input checks, the batch iterator, seeded shuffling and splitting, standardization.
 
 Everything random here takes an explicit seed and builds its own
 ``numpy.random.Generator``; the global ``np.random`` state is never used.
@@ -7,16 +7,20 @@ Everything random here takes an explicit seed and builds its own
 from __future__ import annotations
 
 import math
-import operator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from . import _blas
+from ._buffers import cached_buffer
+from ._validation import check_number, check_positive_int
 
 __all__ = [
     "check_features",
     "check_positive_int",
+    "BatchIterator",
+    "chunks",
     "epoch_rng",
     "split_indices",
     "train_test_split",
@@ -26,19 +30,6 @@ __all__ = [
 # Streams derived from a model seed: (seed, stream, ...) never collide across uses.
 INIT_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 0, 1, 2
 _CHECK_CHUNK_ELEMENTS = 1 << 20
-
-
-def check_positive_int(value: Any, what: str) -> int:
-    """Return ``value`` as an int if it is an integer > 0, else raise naming ``what``."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a positive int, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be a positive int, got {value!r}") from None
-    if n <= 0:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return n
 
 
 def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features: int | None = None) -> np.ndarray:
@@ -107,6 +98,55 @@ def _first_nonfinite(x: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``indices`` of length ``size`` (the last may be shorter)."""
+    for start in range(0, indices.shape[0], size):
+        yield indices[start:start + size]
+
+
+class BatchIterator:
+    """The mini-batches of an epoch: rows ``x[idx]``, ``y[idx]`` for consecutive slices of an order.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+        Already checked and cast (:func:`check_features`).
+    y : ndarray of shape (N,) or (N, D_out)
+    batch_size : int > 0
+        The last, smaller batch is kept.
+
+    Notes
+    -----
+    Each batch of ``x`` is copied into one buffer the iterator owns, so a batch is valid
+    only until the next one is drawn (``fit`` uses it for exactly one step); ``y``'s batch
+    is a new, small array.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, check_positive_int(batch_size, "batch_size")
+        self._flat = x.reshape(-1) if x.flags.c_contiguous else None  # a view, for gather's first touch
+        self._buffers: dict = {}
+
+    def __call__(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(x_batch, y_batch)`` for the rows of ``order``, ``batch_size`` at a time."""
+        for idx in chunks(order, self.batch_size):
+            yield self.gather(idx), self.y[idx]
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``x[idx]`` copied into the iterator's buffer, shape (len(idx), D)."""
+        x, n, width = self.x, idx.shape[0], self.x.shape[1]
+        if self._flat is not None:
+            # Read each row's first element first: these loads are independent, so they are in
+            # flight together and start the hardware prefetchers on every row before the row
+            # copies, which otherwise wait on memory one row at a time (measured 64 -> 57 us
+            # for 128 rows of Fashion-MNIST).
+            starts = np.multiply(idx, width, out=cached_buffer(self._buffers, "starts", (n,), np.intp))
+            self._flat.take(starts, out=cached_buffer(self._buffers, "touched", (n,), x.dtype))
+        # mode="clip": the indices are valid by construction, and mode="raise" would gather
+        # into a hidden temporary before copying into `out` (measured 30% slower)
+        return np.take(x, idx, axis=0, out=cached_buffer(self._buffers, "xb", (n, width), x.dtype), mode="clip")
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator that shuffles epoch ``epoch``: a function of (seed, epoch) only."""
     return np.random.default_rng([seed, SHUFFLE_STREAM, epoch])
@@ -131,8 +171,7 @@ def split_indices(n: int, fraction: float, seed: int, labels: np.ndarray | None 
     kept, held_out : ndarray of int
         Sorted indices.
     """
-    if not isinstance(fraction, (int, float, np.floating)) or isinstance(fraction, bool) or not 0 < fraction < 1:
-        raise ValueError(f"the split fraction must lie in (0, 1), got {fraction!r}")
+    check_number(fraction, "the split fraction", 0.0, 1.0, low_open=True)
     if n < 2:
         raise ValueError(f"cannot split {n} sample(s) into two non-empty parts")
     rng = np.random.default_rng([seed, SPLIT_STREAM])

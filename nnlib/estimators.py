@@ -44,9 +44,8 @@ from . import layers as layers_module
 from . import optimizers as optimizers_module
 from .callbacks import Callback
 from .data import split_indices
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer
 from .model import Sequential
-from .training_layers import Dropout
 
 __all__ = ["NeuralNetClassifier", "NeuralNetRegressor"]
 

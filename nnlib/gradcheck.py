@@ -117,11 +117,11 @@ def _objective_and_grads(obj: Any, x: np.ndarray, y: Any, weights: np.ndarray | 
         params = obj.parameters()
 
         def f() -> float:
-            return obj.loss.forward(obj._forward(x, training=True), y)
+            return obj.loss.forward(obj.forward(x, training=True), y)
 
         def analytic() -> dict[str, np.ndarray]:
             f()
-            dx = obj._backward(obj.loss.backward(), input_grad=True)
+            dx = obj.backward(obj.loss.backward(), input_grad=True)
             return {"input": dx.copy(), **{p.name: p.grad.copy() for p in params}}
 
         return f, analytic, {"input": x, **{p.name: p.value for p in params}}

@@ -40,6 +40,8 @@ class Loss:
     registered_name = "loss"
     #: True when :meth:`transform` keeps each row's argmax, so accuracy can skip it
     preserves_argmax = False
+    #: the gradient this loss starts the backward pass with, in symbols (shown by nnlib.explain)
+    derivative_text = ""
 
     def __init__(self) -> None:
         self._buffers: dict = {}
@@ -146,6 +148,8 @@ class SoftmaxCrossEntropy(Loss):
 
     # L = -(1/N) sum t log softmax(z)  =>  dz = (softmax(z) * sum_c t - t) / N
     # (for labels or one-hot rows sum_c t = 1, giving the textbook (p - onehot) / N)
+    derivative_text = "dL/dz = (softmax(z) - onehot(y)) / N"
+
     def backward(self) -> np.ndarray:
         p, y = self._p, self._y
         n = p.shape[0]
@@ -218,6 +222,8 @@ class MSE(Loss):
         return float(np.vdot(diff, diff)) / diff.size
 
     # L = (1/M) sum (y - t)^2 over M = N * D elements  =>  dy = 2 (y - t) / M
+    derivative_text = "dL/dy = 2 (y - t) / (N D)"
+
     def backward(self) -> np.ndarray:
         dy = self._buffer("dy", self._diff.shape, self._diff.dtype)
         return np.multiply(self._diff, 2.0 / self._diff.size, out=dy)
@@ -245,6 +251,8 @@ class BinaryCrossEntropy(Loss):
         return float(per_elem.mean())
 
     # L = (1/M) sum softplus(z) - t z  =>  dz = (sigmoid(z) - t) / M
+    derivative_text = "dL/dz = (sigmoid(z) - t) / (N D)"
+
     def backward(self) -> np.ndarray:
         dz = F.sigmoid(self._z, out=self._buffer("dz", self._z.shape, self._z.dtype))
         dz -= self._t

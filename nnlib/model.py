@@ -2,34 +2,30 @@
 
 The model drives its layers only through their public ``forward`` and ``backward``:
 the backward pass is the chain rule applied right to left, each layer multiplying
-the gradient from its right by its own local derivative.
+the gradient from its right by its own local derivative. The fit loop lives in
+:mod:`nnlib.training`, model files in :mod:`nnlib.saving`; the model calls both.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from . import _blas, saving
+from . import _blas, saving, training
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from ._buffers import cached_buffer
-from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger, TerminateOnNaN
-from .data import INIT_STREAM, check_features, check_positive_int, epoch_rng, split_indices
+from ._validation import check_float_dtype, check_int, check_positive_int
+from .callbacks import Callback, History
+from .data import INIT_STREAM, check_features
 from .layers import Dense, Layer
 from .parameter import Parameter, pack
 
 __all__ = ["Sequential"]
-
-_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
-_PREDICT_CHUNK = 1024  # rows per forward pass in predict/evaluate: BLAS is at full speed by then
 
 
 def _snake(name: str) -> str:
@@ -61,17 +57,8 @@ class Sequential:
 
     def __init__(self, layers: Iterable[Layer] | None = None, seed: int | None = None,
                  dtype: Any = "float32", name: str = "sequential") -> None:
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
-        elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
-        self.seed = int(seed)
+        self.dtype = check_float_dtype(dtype)
+        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else check_int(seed, "seed", 0)
         self.name = name
         self.layers: list[Layer] = []
         self.optimizer: optimizers_module.Optimizer | None = None
@@ -85,7 +72,6 @@ class Sequential:
         self._params: list[Parameter] = []
         self._flat_grads: np.ndarray | None = None
         self._first_trainable = 0
-        self._buffers: dict = {}
         for layer in layers or []:
             self.add(layer)
         first = self.layers[0] if self.layers else None
@@ -163,13 +149,39 @@ class Sequential:
         self.loss, self.optimizer, self.metrics = resolved  # all or nothing
 
     # -- the two passes -----------------------------------------------------------
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Every layer's forward pass, left to right, on a checked batch (see :meth:`prepare_inputs`).
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D_in), in the model's dtype
+        training : bool, default False
+            Training mode (Dropout masks, batch statistics).
+
+        Returns
+        -------
+        ndarray of shape (N, D_out)
+            The raw outputs (logits for the cross-entropies), in the last layer's
+            buffer: valid until the next pass.
+        """
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
 
-    def _backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """Chain rule right to left; returns dL/dx only when ``input_grad``."""
+    def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """The chain rule right to left from ``grad = dL/d(output)``; fills every parameter's ``grad``.
+
+        Parameters
+        ----------
+        grad : ndarray of shape (N, D_out)
+        input_grad : bool, default False
+            Also compute dL/dx through the first layers (nobody needs it in training).
+
+        Returns
+        -------
+        ndarray of shape (N, D_in) or None
+            dL/dx when ``input_grad``, else None.
+        """
         first_trainable = self.layers[self._first_trainable]
         first_trainable.needs_input_grad = input_grad or not self._params
         try:
@@ -179,8 +191,20 @@ class Sequential:
             first_trainable.needs_input_grad = not self._params
         return grad if input_grad else None
 
-    def _step(self, xb: np.ndarray, yb: np.ndarray, update: bool = True) -> tuple[float, np.ndarray]:
-        out = self._forward(xb, training=True)
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, update: bool = True) -> tuple[float, np.ndarray]:
+        """One checked step on a batch already validated by :meth:`prepare_inputs`: forward, loss, backward,
+        then (``update``) the optimizer step.
+
+        The loss and the gradients are checked before the weights are touched: a
+        non-finite one raises ``FloatingPointError`` and nothing is updated.
+
+        Returns
+        -------
+        loss : float
+        out : ndarray of shape (N, D_out)
+            The raw outputs, valid until the next pass.
+        """
+        out = self.forward(xb, training=True)
         loss = self.loss.forward(out, yb)
         if not math.isfinite(loss):
             broken = [p.name for p in self._params if not np.isfinite(p.value).all()]
@@ -189,7 +213,7 @@ class Sequential:
             raise FloatingPointError(
                 f"the loss became {loss}; {where} (a smaller lr or inputs scaled to about [0, 1] usually cure this)"
             )
-        self._backward(self.loss.backward())
+        self.backward(self.loss.backward())
         # One sum of |g| detects any inf/NaN among all gradients (or a sum too large to
         # be useful); only then look for the culprit, before the weights are touched.
         grad_size = _blas.abs_sum(self._flat_grads) if self._params else 0.0
@@ -205,14 +229,33 @@ class Sequential:
         return loss, out
 
     # -- boundary checks ----------------------------------------------------------
-    def _require_compiled(self, what: str) -> None:
+    def require_compiled(self, what: str) -> None:
+        """RuntimeError naming ``what`` (a method) unless ``compile`` has run."""
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
 
-    def _prepare(self, x: Any, y: Any, what: str = "x", y_what: str = "y", n_features: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Validate and cast (x, y) once. Changes nothing: an unbuilt model's output
-        width is inferred, and the caller builds only after every check has passed."""
+    def prepare_inputs(self, x: Any, y: Any, what: str = "x", y_what: str = "y", n_features: int | None = None,
+                       build: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Validate (x, y) as ``fit`` does and cast them once to the model's dtype (needs ``compile``).
+
+        Parameters
+        ----------
+        x : array-like of shape (N, D_in)
+        y : array-like of shape (N,) or (N, D_out)
+        what, y_what : str
+            The arguments' names in error messages.
+        n_features : int, optional
+            The expected D_in of an unbuilt model.
+        build : bool, default True
+            Build an unbuilt model for D_in once every check has passed; with False
+            nothing changes (``fit`` builds after checking its other arguments too).
+
+        Returns
+        -------
+        x : ndarray of shape (N, D_in)
+        y : ndarray
+            The targets as the loss reads them.
+        """
         x = check_features(x, what, self.dtype, self.input_dim or n_features)
         try:
             n_targets = len(y)
@@ -221,7 +264,10 @@ class Sequential:
         if n_targets != x.shape[0]:
             raise ValueError(f"{what} and {y_what} have different lengths: {x.shape[0]} and {n_targets}")
         n_outputs = self.output_dim if self.built else self._infer_output_dim(x.shape[1])
-        return x, self.loss.prepare_targets(y, n_outputs, self.dtype, y_what)
+        y = self.loss.prepare_targets(y, n_outputs, self.dtype, y_what)
+        if build and not self.built:
+            self.build(x.shape[1])
+        return x, y
 
     def _infer_output_dim(self, input_dim: int) -> int:
         if not self.layers:
@@ -230,10 +276,6 @@ class Sequential:
         for layer in self.layers:
             dim = layer.output_dim_for(dim)
         return dim
-
-    def _ensure_built(self, input_dim: int) -> None:
-        if not self.built:
-            self.build(input_dim)
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
@@ -276,134 +318,15 @@ class Sequential:
         History
             Per-epoch ``loss``, metrics, ``val_*`` and why training stopped.
         """
-        self._require_compiled("fit")
-        epochs = check_positive_int(epochs, "epochs")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-                or not 0 <= initial_epoch < epochs:
-            raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}")
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if validation_data is not None and validation_split is not None:
-            raise ValueError("pass validation_data or validation_split, not both")
-        if validation_split is not None and (isinstance(validation_split, bool) or not isinstance(
-                validation_split, (int, float, np.floating)) or not 0 < validation_split < 1):
-            raise ValueError(f"validation_split must lie in (0, 1), got {validation_split!r}")
-        stop_rule = None if tol is None else ConvergenceStop(monitor, tol, patience)
-        user_callbacks = list(callbacks or [])
-        CallbackList(user_callbacks, self, {})  # type-checks them before anything changes
-
-        x, y = self._prepare(x, y)
-        train_idx = np.arange(x.shape[0])
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            val = self._prepare(validation_data[0], validation_data[1], "validation x", "validation y",
-                                n_features=x.shape[1])
-            val = (val[0], val[1], None)
-        elif validation_split is not None:
-            labels = y if y.ndim == 1 else None
-            train_idx, val_idx = split_indices(x.shape[0], float(validation_split), self.seed, labels)
-            val = (x, y, val_idx)
-        names = ["loss"] + [name for name, _ in self.metrics]
-        logged = names + (["val_" + n for n in names] if val is not None else [])
-        if monitor not in logged:
-            raise ValueError(f"monitor must be one of {logged}, got {monitor!r}")
-        self._ensure_built(x.shape[1])  # every check has passed
-
-        history = self.history = History()  # as Keras: model.history is the last fit's record
-        cbs = [history, *user_callbacks, *([stop_rule] if stop_rule else []),
-               *([ProgressLogger(verbose)] if verbose else [])]
-        n_train = train_idx.shape[0]
-        steps = -(-n_train // batch_size)
-        callback_list = CallbackList(cbs, self, {
-            "epochs": epochs, "initial_epoch": initial_epoch, "steps": steps, "samples": n_train,
-            "verbose": verbose, "metrics": logged,
-        })
-        self.stop_training, self.stop_reason = False, ""
-        callback_list.on_train_begin()
-        logs: dict[str, float] = {}
-        x_flat = x.reshape(-1) if x.flags.c_contiguous else None  # a view, for _gather's first touch
-        with _DeferredInterrupt() as interrupt:
-            for epoch in range(initial_epoch, epochs):
-                callback_list.on_epoch_begin(epoch)
-                order = train_idx[epoch_rng(self.seed, epoch).permutation(n_train)] if shuffle else train_idx
-                sums = [0.0] * len(names)
-                for step, idx in enumerate(_chunks(order, batch_size)):
-                    size = idx.shape[0]
-                    xb = self._gather(x, x_flat, idx)
-                    yb = y[idx]
-                    try:
-                        loss, out = self._step(xb, yb)
-                    except FloatingPointError as exc:
-                        guard = next((cb for cb in user_callbacks if isinstance(cb, TerminateOnNaN)), None)
-                        if guard is None or guard.raise_error:
-                            raise FloatingPointError(f"epoch {epoch + 1}, batch {step + 1}: {exc}") from None
-                        guard.handle_nonfinite(epoch, step, exc)  # stop_training, stop_reason, finite weights
-                        history.stopped_epoch = epoch
-                        break
-                    figures = self._batch_figures(loss, yb, out)
-                    sums = [total + size * f for total, f in zip(sums, figures)]
-                    if callback_list.batch_callbacks:
-                        callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
-                    if interrupt.requested:
-                        break
-                if self.stop_training and history.stopped_epoch == epoch:  # TerminateOnNaN stopped mid-epoch
-                    break
-                if interrupt.requested:  # the unfinished epoch is not logged
-                    self.stop_training = True
-                    self.stop_reason = (f"interrupted (Ctrl-C) in epoch {epoch + 1} after batch {step + 1}; "
-                                        "the weights are those after that batch")
-                    history.stopped_epoch = epoch
-                    break
-                logs = {name: total / n_train for name, total in zip(names, sums)}
-                if val is not None:
-                    logs.update({"val_" + k: v for k, v in self._evaluate(*val).items()})
-                callback_list.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    history.stopped_epoch = epoch
-                    break
-        if not self.stop_reason:
-            self.stop_reason = f"completed all {epochs} epochs"
-        history.stop_reason = self.stop_reason
-        callback_list.on_train_end(logs)
-        return history
-
-    def _gather(self, x: np.ndarray, x_flat: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
-        """Rows ``x[idx]`` copied into the model's batch buffer, shape (len(idx), D)."""
-        n, width = idx.shape[0], x.shape[1]
-        if x_flat is not None:
-            # Read each row's first element first: these loads are independent, so they are in
-            # flight together and start the hardware prefetchers on every row before the row
-            # copies, which otherwise wait on memory one row at a time (measured 64 -> 57 us
-            # for 128 rows of Fashion-MNIST).
-            starts = np.multiply(idx, width, out=cached_buffer(self._buffers, "starts", (n,), np.intp))
-            x_flat.take(starts, out=cached_buffer(self._buffers, "touched", (n,), x.dtype))
-        # mode="clip": the indices are valid by construction, and mode="raise" would gather
-        # into a hidden temporary before copying into `out` (measured 30% slower)
-        return np.take(x, idx, axis=0, out=self._buffer("xb", (n, width)), mode="clip")
-
-    def _batch_figures(self, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:
-        figures, shown = [loss], None
-        for _, fn in self.metrics:
-            if fn is metrics_module.accuracy and self.loss.preserves_argmax and out.shape[1] > 1:
-                figures.append(fn(y, out))  # argmax of the raw outputs: no transform needed
-                continue
-            if shown is None:
-                shown = self.loss.transform(out)
-            figures.append(fn(y, shown))
-        return figures
-
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        return cached_buffer(self._buffers, key, shape, self.dtype)
+        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                            validation_split=validation_split, shuffle=shuffle, tol=tol, patience=patience,
+                            monitor=monitor, callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One forward pass, backward pass and optimizer step on (x, y); returns the loss."""
-        self._require_compiled("train_on_batch")
-        x, y = self._prepare(x, y)
-        self._ensure_built(x.shape[1])
-        return self._step(x, y)[0]
+        self.require_compiled("train_on_batch")
+        x, y = self.prepare_inputs(x, y)
+        return self.train_step(x, y)[0]
 
     def loss_and_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """The loss on (x, y) and its gradients, aligned with :meth:`get_weights`; no update.
@@ -414,26 +337,12 @@ class Sequential:
         grads : list of ndarray
             Copies: ``[dW1 (D_in, D_out), db1 (D_out,), ...]``.
         """
-        self._require_compiled("loss_and_gradients")
-        x, y = self._prepare(x, y)
-        self._ensure_built(x.shape[1])
-        loss, _ = self._step(x, y, update=False)
+        self.require_compiled("loss_and_gradients")
+        x, y = self.prepare_inputs(x, y)
+        loss, _ = self.train_step(x, y, update=False)
         return loss, [p.grad.copy() for p in self._params]
 
     # -- inference ----------------------------------------------------------------
-    def _evaluate(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None,
-                  batch_size: int = _PREDICT_CHUNK) -> dict[str, float]:
-        rows = np.arange(x.shape[0]) if idx is None else idx
-        names = ["loss"] + [name for name, _ in self.metrics]
-        sums = [0.0] * len(names)
-        for chunk in _chunks(rows, batch_size):
-            xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
-            yb = y[chunk]
-            out = self._forward(xb, training=False)
-            figures = self._batch_figures(self.loss.forward(out, yb), yb, out)
-            sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
-        return {name: total / rows.shape[0] for name, total in zip(names, sums)}
-
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on (x, y) in inference mode.
 
@@ -442,12 +351,12 @@ class Sequential:
         dict
             ``{"loss": float, <metric>: float, ...}``, means over all samples.
         """
-        self._require_compiled("evaluate")
-        batch_size = _PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        self.require_compiled("evaluate")
+        batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_dim), before evaluate()")
-        x, y = self._prepare(x, y)
-        return self._evaluate(x, y, batch_size=batch_size)
+        x, y = self.prepare_inputs(x, y)
+        return training.evaluate_arrays(self, x, y, batch_size=batch_size)
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs for ``x`` as a user reads them, in a new array.
@@ -465,14 +374,14 @@ class Sequential:
         -------
         ndarray of shape (N, D_out)
         """
-        batch_size = _PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
         x = check_features(x, "x", self.dtype, self.input_dim)
         if not self.built:
             self._infer_output_dim(x.shape[1])
             self.build(x.shape[1])
         result = np.empty((x.shape[0], self.output_dim), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
-            out = self._forward(x[start:start + batch_size], training=False)
+            out = self.forward(x[start:start + batch_size], training=False)
             result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
         return result
 
@@ -545,47 +454,8 @@ class Sequential:
 
     # Pickle and deepcopy turn the parameter views into separate arrays; re-pack them
     # into one buffer so the optimizer's flat fast path updates the real weights.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_buffers"] = {}
-        return state
-
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("_buffers", None)  # pickles from before the batch buffers moved to data.BatchIterator
         self.__dict__.update(state)
         if self._params:
             self._flat_grads = pack(self._params, self.dtype)[1]
-
-
-class _DeferredInterrupt:
-    """Turn Ctrl-C during ``fit`` into a request honoured at the next step boundary.
-
-    A KeyboardInterrupt raised between two in-place updates would leave the weights
-    half-updated; instead the first SIGINT sets ``requested`` and ``fit`` stops after
-    the current step. A second SIGINT raises KeyboardInterrupt at once. Outside the
-    main thread, signals cannot be caught and nothing changes.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-
-
-def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, indices.shape[0], size):
-        yield indices[start:start + size]

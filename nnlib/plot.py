@@ -87,7 +87,7 @@ def plot_gradient_norms(source: Any, path: str | os.PathLike[str], title: str | 
     ----------
     source : GradientMonitor, History, dict[str, list[float]], or dict[str, any of these]
         Anything holding ``grad_norm/<layer>`` (and optionally ``update_ratio/<layer>``)
-        lists, one value per epoch: a :class:`~nnlib.monitor.GradientMonitor`, a
+        lists, one value per epoch: a :class:`~nnlib.callbacks.GradientMonitor`, a
         History it wrote into, or such a dict. A dict of them, ``{label: monitor}``,
         draws one row per entry with shared y-axes, to compare networks.
     path : str or PathLike

@@ -126,34 +126,36 @@ def test_checkpoint_unlogged_monitor_fails_before_training(tmp_path):
 
 
 # -- constructor arguments ----------------------------------------------------------------------
+# a wrong type raises TypeError, a wrong value ValueError (nnlib._validation's rule)
 BAD_ARGS = [
-    (lambda: nn.ModelCheckpoint(3), r"path.*3"),
-    (lambda: nn.ModelCheckpoint(""), r"path.*''"),
-    (lambda: nn.ModelCheckpoint("ck{}.nnlib"), r"ck\{\}\.nnlib.*\{\}"),
-    (lambda: nn.ModelCheckpoint("ck{0}.nnlib"), r"\{0\}"),
-    (lambda: nn.ModelCheckpoint("ck{epoch.nnlib"), r"not a valid format string"),
-    (lambda: nn.ModelCheckpoint("m.nnlib", mode="auto"), r"mode.*'auto'"),
-    (lambda: nn.ModelCheckpoint("m.nnlib", monitor=""), r"monitor.*''"),
-    (lambda: nn.ModelCheckpoint("m.nnlib", save_best_only="yes"), r"save_best_only.*'yes'"),
-    (lambda: nn.EarlyStopping(patience=-1), r"patience.*-1"),
-    (lambda: nn.EarlyStopping(patience=1.5), r"patience.*1\.5"),
-    (lambda: nn.EarlyStopping(patience=True), r"patience.*True"),
-    (lambda: nn.EarlyStopping(min_delta=-0.1), r"min_delta.*-0\.1"),
-    (lambda: nn.EarlyStopping(min_delta=float("nan")), r"min_delta.*nan"),
-    (lambda: nn.EarlyStopping(min_delta="0"), r"min_delta.*'0'"),
-    (lambda: nn.EarlyStopping(mode="MIN"), r"mode.*'MIN'"),
-    (lambda: nn.EarlyStopping(monitor=None), r"monitor.*None"),
-    (lambda: nn.EarlyStopping(restore_best_weights=1), r"restore_best_weights.*1"),
-    (lambda: nn.TerminateOnNaN(raise_error="no"), r"raise_error.*'no'"),
-    (lambda: nn.CSVLogger(None), r"path.*None"),
-    (lambda: nn.CSVLogger("log.csv", append=1), r"append.*1"),
+    (TypeError, lambda: nn.ModelCheckpoint(3), r"path.*3"),
+    (ValueError, lambda: nn.ModelCheckpoint(""), r"path.*''"),
+    (ValueError, lambda: nn.ModelCheckpoint("ck{}.nnlib"), r"ck\{\}\.nnlib.*\{\}"),
+    (ValueError, lambda: nn.ModelCheckpoint("ck{0}.nnlib"), r"\{0\}"),
+    (ValueError, lambda: nn.ModelCheckpoint("ck{epoch.nnlib"), r"not a valid format string"),
+    (ValueError, lambda: nn.ModelCheckpoint("m.nnlib", mode="auto"), r"mode.*'auto'"),
+    (ValueError, lambda: nn.ModelCheckpoint("m.nnlib", monitor=""), r"monitor.*''"),
+    (TypeError, lambda: nn.ModelCheckpoint("m.nnlib", save_best_only="yes"), r"save_best_only.*'yes'"),
+    (ValueError, lambda: nn.EarlyStopping(patience=-1), r"patience.*-1"),
+    (TypeError, lambda: nn.EarlyStopping(patience=1.5), r"patience.*1\.5"),
+    (TypeError, lambda: nn.EarlyStopping(patience=True), r"patience.*True"),
+    (ValueError, lambda: nn.EarlyStopping(min_delta=-0.1), r"min_delta.*-0\.1"),
+    (ValueError, lambda: nn.EarlyStopping(min_delta=float("nan")), r"min_delta.*nan"),
+    (TypeError, lambda: nn.EarlyStopping(min_delta="0"), r"min_delta.*'0'"),
+    (ValueError, lambda: nn.EarlyStopping(mode="MIN"), r"mode.*'MIN'"),
+    (TypeError, lambda: nn.EarlyStopping(monitor=None), r"monitor.*None"),
+    (TypeError, lambda: nn.EarlyStopping(restore_best_weights=1), r"restore_best_weights.*1"),
+    (TypeError, lambda: nn.TerminateOnNaN(raise_error="no"), r"raise_error.*'no'"),
+    (TypeError, lambda: nn.CSVLogger(None), r"path.*None"),
+    (TypeError, lambda: nn.CSVLogger("log.csv", append=1), r"append.*1"),
 ]
 
 
-@pytest.mark.parametrize("make,match", BAD_ARGS, ids=[f"bad_arg_{i}" for i in range(len(BAD_ARGS))])
-def test_constructor_arguments_are_validated(make, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("exc,make,match", BAD_ARGS, ids=[f"bad_arg_{i}" for i in range(len(BAD_ARGS))])
+def test_constructor_arguments_are_validated(exc, make, match):
+    with pytest.raises(exc, match=match) as info:
         make()
+    assert type(info.value) is exc
 
 
 # -- EarlyStopping --------------------------------------------------------------------------------

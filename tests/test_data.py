@@ -109,12 +109,14 @@ def test_split_indices_at_least_one_each_side():
     assert len(held) == 1 and len(kept) == 1
 
 
-@pytest.mark.parametrize("n,frac,match", [(10, 0.0, r"\(0, 1\).*0\.0"), (10, 1.0, r"\(0, 1\).*1\.0"),
-                                          (10, -0.5, r"-0\.5"), (10, 1.5, r"1\.5"), (10, True, "True"),
-                                          (10, "0.5", "'0.5'"), (1, 0.5, r"1 sample")])
-def test_split_indices_rejects(n, frac, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("n,frac,exc,match", [
+    (10, 0.0, ValueError, r"\(0, 1\).*0\.0"), (10, 1.0, ValueError, r"\(0, 1\).*1\.0"),
+    (10, -0.5, ValueError, r"-0\.5"), (10, 1.5, ValueError, r"1\.5"), (10, True, TypeError, "True"),
+    (10, "0.5", TypeError, "'0.5'"), (1, 0.5, ValueError, r"1 sample")])
+def test_split_indices_rejects(n, frac, exc, match):
+    with pytest.raises(exc, match=match) as info:
         split_indices(n, frac, seed=0)
+    assert type(info.value) is exc
 
 
 # -- train_test_split -------------------------------------------------------------------------------

@@ -222,11 +222,13 @@ def test_unknown_activation_lists_valid_names():
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("alpha", [-0.1, 1, 1.5, float("nan"), "0.1", True])
-def test_leaky_relu_alpha_range(alpha):
-    """LeakyReLU needs alpha in [0, 1)."""
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("alpha,exc", [(-0.1, ValueError), (1, ValueError), (1.5, ValueError),
+                                       (float("nan"), ValueError), ("0.1", TypeError), (True, TypeError)])
+def test_leaky_relu_alpha_range(alpha, exc):
+    """LeakyReLU needs a number alpha in [0, 1)."""
+    with pytest.raises(exc, match=r"alpha must (lie in \[0, 1\)|be a number), got") as info:
         nn.LeakyReLU(alpha)
+    assert type(info.value) is exc
 
 
 def test_leaky_relu_alpha_zero_is_relu(rng):

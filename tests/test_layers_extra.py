@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nnlib as nn
-from nnlib.training_layers import BatchNormalization, Dropout
+from nnlib.layers import BatchNormalization, Dropout
 
 
 class FrozenDropout(Dropout):
@@ -62,10 +62,13 @@ def test_dropout_rate_zero_is_identity_in_training(rng):
     np.testing.assert_array_equal(d.forward(x, training=True), x)
 
 
-@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, "0.5", None, True, float("nan")])
-def test_dropout_rate_validated(rate):
-    with pytest.raises(ValueError, match="rate must be a number in \\[0, 1\\)"):
+@pytest.mark.parametrize("rate,exc", [(-0.1, ValueError), (1.0, ValueError), (1.5, ValueError), ("0.5", TypeError),
+                                      (None, TypeError), (True, TypeError), (float("nan"), ValueError)])
+def test_dropout_rate_validated(rate, exc):
+    match = "rate must lie in \\[0, 1\\)" if exc is ValueError else "rate must be a number"
+    with pytest.raises(exc, match=match + f", got {rate!r}".replace("(", "\\(").replace(")", "\\)")) as info:
         Dropout(rate)
+    assert type(info.value) is exc
 
 
 def test_dropout_training_needs_build(rng):
@@ -254,7 +257,8 @@ def test_batchnorm_state_round_trip_and_validation():
     ({"eps": -1e-3}, "eps"), ({"eps": float("inf")}, "eps"), ({"momentum": "0.9"}, "momentum"),
 ])
 def test_batchnorm_arguments_validated(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    exc = TypeError if isinstance(next(iter(kwargs.values())), str) else ValueError
+    with pytest.raises(exc, match=match):
         BatchNormalization(**kwargs)
 
 

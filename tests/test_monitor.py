@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import nnlib as nn
+from nnlib import GradientHealthWarning, GradientMonitor, explain
 from nnlib.datasets import load_digits
 from nnlib.initializers import Normal
-from nnlib.monitor import GradientHealthWarning, GradientMonitor, explain
+from nnlib.layers import BatchNormalization, Dropout
 from nnlib.optimizers import SGD, Momentum
-from nnlib.training_layers import BatchNormalization, Dropout
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +202,11 @@ def test_warn_false_only_records(digits):
                                     {"vanish_ratio": 1}, {"min_update_ratio": -1}, {"explode_factor": 1},
                                     {"warn": 1}])
 def test_monitor_validation(kwargs):
-    with pytest.raises(ValueError):
+    (name, value), = kwargs.items()
+    exc = TypeError if name == "warn" or (name == "every" and isinstance(value, float)) else ValueError
+    with pytest.raises(exc, match=rf"{name} must .*, got {value!r}") as info:
         GradientMonitor(**kwargs)
+    assert type(info.value) is exc
 
 
 def test_warning_is_a_user_warning():
@@ -232,7 +235,7 @@ def test_explain_matches_loss_and_gradients(digits, capsys):
     for name, g in zip(names, grads):
         assert by_param[name] == pytest.approx(float(np.linalg.norm(g)), rel=1e-12)
     # dL/dx of the whole model (the first layer is told to compute it here)
-    dx = model._backward(model.loss.backward(), input_grad=True)
+    dx = model.backward(model.loss.backward(), input_grad=True)
     assert records[-1]["to_left_norm"] == pytest.approx(float(np.linalg.norm(dx)), rel=1e-12)
     out = capsys.readouterr().out
     assert out.startswith("One backward pass on 16 samples, right to left")

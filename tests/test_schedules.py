@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import nnlib as nn
-from nnlib.callbacks import Callback, History
+from nnlib.callbacks import Callback, CosineDecay, ExponentialDecay, History, ReduceLROnPlateau, StepDecay
 from nnlib.optimizers import SGD
-from nnlib.schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay, record_in_history
 
 X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
 Y = (X[:, 0] > 0).astype(int)
@@ -80,34 +79,41 @@ def test_schedule_writes_lr_into_model_history_when_exposed():
 
     class FakeModel:
         optimizer = SGD(lr=0.2)
-        history = History()
 
-    model = FakeModel()
+    model, history = FakeModel(), History()
     sched = StepDecay(step_size=1, gamma=0.5)
     sched.set_model(model)
     sched.on_train_begin()
     for epoch in range(3):
         sched.on_epoch_begin(epoch)
-        model.history.on_epoch_end(epoch, {"loss": 1.0})  # History runs first in fit
-        sched.on_epoch_end(epoch, {"loss": 1.0})
-    assert model.history.history["lr"] == [0.2, 0.1, 0.05]
-    # a late writer is padded with NaN so its list stays aligned with History.epoch
-    model.history.on_epoch_end(3, {"loss": 1.0})
-    assert record_in_history(model, "other", 7.0)
-    assert math.isnan(model.history.history["other"][0]) and model.history.history["other"][3] == 7.0
-    assert not record_in_history(object(), "lr", 1.0)
+        logs = {"loss": 1.0}
+        sched.on_epoch_end(epoch, logs)  # the schedule writes into the epoch's logs ...
+        assert logs["lr"] == sched.lrs[-1]
+        history.on_epoch_end(epoch, logs)  # ... and History, called last in fit, records them
+    assert history.history["lr"] == [0.2, 0.1, 0.05]
+    # a key that appears late, or skips an epoch, is padded with NaN: every list stays aligned with History.epoch
+    history.on_epoch_end(3, {"loss": 1.0, "other": 7.0})
+    history.on_epoch_end(4, {"loss": 1.0})
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert [len(v) for v in history.history.values()] == [5, 5, 5]
+    assert math.isnan(history.history["other"][0]) and history.history["other"][3] == 7.0
+    assert math.isnan(history.history["other"][4]) and math.isnan(history.history["lr"][3])
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: StepDecay(0), "step_size"), (lambda: StepDecay(1.5), "step_size"), (lambda: StepDecay(True), "step_size"),
-    (lambda: StepDecay(2, gamma=0), "gamma"), (lambda: StepDecay(2, gamma=1.5), "gamma"),
-    (lambda: ExponentialDecay(-0.5), "gamma"), (lambda: ExponentialDecay(float("nan")), "gamma"),
-    (lambda: ExponentialDecay("0.5"), "gamma"), (lambda: CosineDecay(0), "T_max"),
-    (lambda: CosineDecay(5, eta_min=-1), "eta_min"), (lambda: StepDecay(2, initial_lr=0), "initial_lr"),
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: StepDecay(0), ValueError, "step_size"), (lambda: StepDecay(1.5), TypeError, "step_size"),
+    (lambda: StepDecay(True), TypeError, "step_size"), (lambda: StepDecay(2, gamma=0), ValueError, "gamma"),
+    (lambda: StepDecay(2, gamma=1.5), ValueError, "gamma"), (lambda: ExponentialDecay(-0.5), ValueError, "gamma"),
+    (lambda: ExponentialDecay(float("nan")), ValueError, "gamma"),
+    (lambda: ExponentialDecay("0.5"), TypeError, "gamma"),
+    (lambda: CosineDecay(0), ValueError, "T_max"), (lambda: CosineDecay(5, eta_min=-1), ValueError, "eta_min"),
+    (lambda: StepDecay(2, initial_lr=0), ValueError, "initial_lr"),
 ])
-def test_schedule_validation(make, match):
-    with pytest.raises(ValueError, match=match):
+def test_schedule_validation(make, exc, match):
+    """A wrong type is a TypeError, a wrong value a ValueError; both name the argument."""
+    with pytest.raises(exc, match=match) as info:
         make()
+    assert type(info.value) is exc
 
 
 # -- ReduceLROnPlateau ----------------------------------------------------------------------------------
@@ -179,8 +185,11 @@ def test_plateau_needs_a_logged_monitor():
     ({"mode": "up"}, "mode"), ({"monitor": ""}, "monitor"), ({"verbose": 1}, "verbose"),
 ])
 def test_plateau_validation(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    (value,) = kwargs.values()
+    exc = TypeError if match in ("cooldown", "verbose") else ValueError  # 1.5 and 1 are of the wrong type
+    with pytest.raises(exc, match=match) as info:
         ReduceLROnPlateau(**kwargs)
+    assert type(info.value) is exc
 
 
 def test_plateau_verbose_prints(capsys):

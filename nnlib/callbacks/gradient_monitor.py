@@ -1,12 +1,12 @@
-"""Gradient health: watch gradients while training (:class:`GradientMonitor`) and
-explain one backward pass layer by layer (:func:`explain`).
+"""GradientMonitor: watch gradients while training, and say when they vanish or explode.
 
 Backpropagation multiplies the gradient by each layer's local derivative on its way
 from the loss back to the input. Through many layers whose derivatives are small
 (a sigmoid's is at most 1/4) the product shrinks geometrically and the first layers
 stop learning: the gradients *vanish*. With derivatives larger than 1 (weights
 initialized too large) it grows geometrically and training diverges: they
-*explode*. The monitor sees both while ``fit`` runs and says what usually cures them.
+*explode*. The monitor sees both while ``fit`` runs and says what usually cures them;
+:func:`nnlib.explain` shows one backward pass layer by layer.
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+from .._validation import check_bool, check_int, check_number
+from ..functional import l2_norm
+from .base import Callback
 
-from . import layers as layers_module
-from . import losses as losses_module
-from .callbacks import Callback
-from .functional import l2_norm
-from .schedules import record_in_history
-
-__all__ = ["GradientHealthWarning", "GradientMonitor", "explain"]
+__all__ = ["GradientHealthWarning", "GradientMonitor"]
 
 
 class GradientHealthWarning(UserWarning):
@@ -93,37 +88,25 @@ class GradientMonitor(Callback):
 
     Notes
     -----
-    ``fit`` calls History before the other callbacks, so the figures cannot be
-    placed in the epoch logs that History records. They are kept in ``history``
-    here (same layout as ``History.history``; :func:`nnlib.plot.plot_gradient_norms`
-    takes either), and appended to ``model.history`` when the model exposes its
-    History under that name.
+    The figures of a recorded epoch go into its logs, so the History that ``fit``
+    returns holds them (NaN in the epochs not recorded); they are also kept in
+    ``history`` here, in the same layout (:func:`nnlib.plot.plot_gradient_norms`
+    takes either).
     """
 
     def __init__(self, every: int = 1, patience: int = 3, vanish_ratio: float = 1e-3,
                  min_update_ratio: float = 1e-5, explode_factor: float = 100.0, warn: bool = True) -> None:
         super().__init__()
-        for what, value in (("every", every), ("patience", patience)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{what} must be an int >= 1, got {value!r}")
-        self.every, self.patience = int(every), int(patience)
-        self.vanish_ratio = self._number(vanish_ratio, "vanish_ratio", "in (0, 1)", lambda v: 0 < v < 1)
-        self.min_update_ratio = self._number(min_update_ratio, "min_update_ratio", ">= 0", lambda v: 0 <= v < math.inf)
-        self.explode_factor = self._number(explode_factor, "explode_factor", "> 1", lambda v: 1 < v < math.inf)
-        if not isinstance(warn, bool):
-            raise ValueError(f"warn must be True or False, got {warn!r}")
-        self.warn = warn
+        self.every = check_int(every, "every", 1)
+        self.patience = check_int(patience, "patience", 1)
+        self.vanish_ratio = check_number(vanish_ratio, "vanish_ratio", 0.0, 1.0, low_open=True)
+        self.min_update_ratio = check_number(min_update_ratio, "min_update_ratio", 0.0)
+        self.explode_factor = check_number(explode_factor, "explode_factor", 1.0, low_open=True)
+        self.warn = check_bool(warn, "warn")
         self.history: dict[str, list[float]] = {}
         self.epochs: list[int] = []
         self.layer_names: list[str] = []
         self.messages: list[str] = []
-
-    @staticmethod
-    def _number(value: Any, what: str, rule: str, valid: Callable[[float], bool]) -> float:
-        ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-        if not ok or not valid(float(value)):
-            raise ValueError(f"{what} must be a finite number {rule}, got {value!r}")
-        return float(value)
 
     # -- bookkeeping ----------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -191,8 +174,9 @@ class GradientMonitor(Callback):
         for (name, _), g, r in zip(self._layers, norms, ratios):
             self.history[f"grad_norm/{name}"].append(g)
             self.history[f"update_ratio/{name}"].append(r)
-            record_in_history(self.model, f"grad_norm/{name}", g)
-            record_in_history(self.model, f"update_ratio/{name}", r)
+            if logs is not None:  # History, called last, records them
+                logs[f"grad_norm/{name}"] = g
+                logs[f"update_ratio/{name}"] = r
         self._check_epoch(epoch, norms, ratios)
 
     def on_train_end(self, logs=None):
@@ -257,126 +241,3 @@ class GradientMonitor(Callback):
         self.messages.append(message)
         if self.warn:
             warnings.warn(message, GradientHealthWarning, stacklevel=3)
-
-
-# -- explain: one backward pass, right to left ------------------------------------------------
-_LOSS_TEXT = {
-    losses_module.SoftmaxCrossEntropy: "starts the pass with dL/dz = (softmax(z) - onehot(y)) / N",
-    losses_module.MSE: "starts the pass with dL/dy = 2 (y - t) / (N D)",
-    losses_module.BinaryCrossEntropy: "starts the pass with dL/dz = (sigmoid(z) - t) / (N D)",
-}
-_DENSE_WORDS = "multiplies the gradient by the transposed weights to hand it left, and keeps the weights' gradients"
-
-
-def _describe(layer: Any) -> str:
-    """The layer's local derivative in words and symbols."""
-    kind = type(layer).__name__
-    if isinstance(layer, layers_module.Dense):
-        text = f"{kind}: {_DENSE_WORDS} ({layer.derivative_text})"
-        if layer.activation is not None:
-            act = layer.activation
-            text = f"{kind} with {type(act).__name__}: first {act.derivative_text}; then {_DENSE_WORDS} " \
-                   f"({layer.derivative_text})"
-        return text
-    return f"{kind}: {getattr(layer, 'derivative_text', '') or 'its backward() applied to the gradient'}"
-
-
-def _loss_text(loss: Any) -> str:
-    for cls, text in _LOSS_TEXT.items():
-        if isinstance(loss, cls):
-            return f"{type(loss).__name__}: {text}"
-    return f"{type(loss).__name__}: starts the pass with dL/dy from its backward()"
-
-
-def explain(model: Any, x: Any, y: Any, *, training: bool = True, verbose: bool = True,
-            print_fn: Callable[[str], Any] = print) -> list[dict[str, Any]]:
-    """Run one forward and backward pass on (x, y) and tell it right to left.
-
-    For the loss and then each layer from the output back to the input: its local
-    derivative in words and symbols, the shape and L2 norm of the gradient arriving
-    from the right (dL/d output) and of the gradient it hands to the left
-    (dL/d input), their ratio, and the norms of its parameters' gradients. The
-    model is left as it was: parameter gradients, BatchNormalization's running
-    statistics, Dropout's generator and every layer's ``needs_input_grad`` are restored.
-
-    Parameters
-    ----------
-    model : Sequential
-        Compiled (the loss starts the pass); built on ``x`` if it is not yet.
-    x : array-like of shape (N, D_in)
-        A small batch.
-    y : array-like
-        Its targets, as for ``fit``.
-    training : bool, default True
-        Run the layers in training mode (Dropout masks, batch statistics), as
-        ``fit`` does.
-    verbose : bool, default True
-        Print the account.
-    print_fn : callable, default print
-
-    Returns
-    -------
-    list of dict
-        Right to left: first the loss (``name`` "loss", ``type``, ``derivative``,
-        ``loss`` value, ``to_left_shape``, ``to_left_norm``), then one dict per layer
-        with ``name``, ``type``, ``derivative``, ``from_right_shape``,
-        ``from_right_norm``, ``to_left_shape``, ``to_left_norm``, ``gain``
-        (``to_left_norm / from_right_norm``) and ``param_grad_norms``
-        (``{parameter name: norm}``).
-    """
-    if getattr(model, "loss", None) is None:
-        raise RuntimeError("call model.compile(optimizer=..., loss=...) before explain()")
-    x, y = model._prepare(x, y)  # the model's own boundary checks
-    model._ensure_built(x.shape[1])
-    layers = list(model.layers)
-    params = model.parameters()
-    saved_flags = [layer.needs_input_grad for layer in layers]
-    saved_states = [layer.get_state() for layer in layers]
-    saved_grads = [p.grad.copy() for p in params]
-    try:
-        for layer in layers:
-            layer.needs_input_grad = True
-        h = x
-        for layer in layers:
-            h = layer.forward(h, training)
-        loss_value = float(model.loss.forward(h, y))
-        g = model.loss.backward()
-        records: list[dict[str, Any]] = [{
-            "name": "loss", "type": type(model.loss).__name__, "derivative": _loss_text(model.loss),
-            "loss": loss_value, "to_left_shape": tuple(g.shape), "to_left_norm": l2_norm(g)}]
-        for layer in reversed(layers):
-            shape_in, norm_in = tuple(g.shape), l2_norm(g)
-            g = layer.backward(g)
-            norm_out = l2_norm(g)
-            records.append({
-                "name": layer.name, "type": type(layer).__name__, "derivative": _describe(layer),
-                "from_right_shape": shape_in, "from_right_norm": norm_in,
-                "to_left_shape": tuple(g.shape), "to_left_norm": norm_out,
-                "gain": norm_out / norm_in if norm_in > 0 else math.nan,
-                "param_grad_norms": {p.name: l2_norm(p.grad) for p in layer.parameters()},
-            })
-    finally:
-        for layer, flag, state in zip(layers, saved_flags, saved_states):
-            layer.needs_input_grad = flag
-            if state:
-                layer.set_state(state)
-        for p, grad in zip(params, saved_grads):
-            p.grad[...] = grad
-    if verbose:
-        print_fn(_format(records, x.shape[0]))
-    return records
-
-
-def _format(records: list[dict[str, Any]], n: int) -> str:
-    loss = records[0]
-    lines = [f"One backward pass on {n} samples, right to left (loss {loss['loss']:.4g}):",
-             f"  loss  {loss['derivative']}",
-             f"        hands left   {str(loss['to_left_shape']):<12} norm {loss['to_left_norm']:.3e}"]
-    for r in records[1:]:
-        lines.append(f"  {r['name']}  {r['derivative']}")
-        lines.append(f"        from right   {str(r['from_right_shape']):<12} norm {r['from_right_norm']:.3e}")
-        lines.append(f"        hands left   {str(r['to_left_shape']):<12} norm {r['to_left_norm']:.3e}"
-                     f"   (x{r['gain']:.3g})")
-        for pname, pn in r["param_grad_norms"].items():
-            lines.append(f"        grad of {pname}: norm {pn:.3e}")
-    return "\n".join(lines)

@@ -6,68 +6,22 @@ start of every epoch from a formula of the epoch number (0-based, as PyTorch's
 resumed with ``initial_epoch=k`` gets the same rates. ``ReduceLROnPlateau`` follows
 Keras: it divides the rate when a monitored figure stops improving.
 
-Every one of them keeps ``lrs``, the rate used in each epoch of the last ``fit``
-(History records its logs before the other callbacks run, so the rate cannot be
-slipped into those logs; if the model exposes the History as ``model.history``,
-an ``lr`` entry is added there too).
+Each puts the rate an epoch ran with into that epoch's logs as ``lr`` (History records
+it) and keeps ``lrs``, the rates of the last ``fit``.
 
 >>> import nnlib as nn
->>> from nnlib.schedules import StepDecay
->>> model.fit(x, y, epochs=30, callbacks=[StepDecay(step_size=10, gamma=0.5)])  # doctest: +SKIP
+>>> model.fit(x, y, epochs=30, callbacks=[nn.StepDecay(step_size=10, gamma=0.5)])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
-from .callbacks import Callback, History
+from .._validation import check_bool, check_int, check_number
+from .base import Callback, check_monitor_args, monitored, require_logged
 
-__all__ = ["LearningRateSchedule", "StepDecay", "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau",
-           "record_in_history"]
-
-
-def _positive_number(value: Any, what: str, *, allow_zero: bool = False, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0) and (high is None or v <= high)
-    if not ok:
-        low = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be a finite number {low}{'' if high is None else f' and <= {high:g}'}, "
-                         f"got {value!r}")
-    return v
-
-
-def _int(value: Any, what: str, low: int) -> int:
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{what} must be an int >= {low}, got {value!r}") from None
-    if isinstance(value, bool) or n < low:
-        raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
-    return n
-
-
-def record_in_history(model: Any, key: str, value: float) -> bool:
-    """Append ``value`` under ``key`` to ``model.history`` (a History) for the epoch it just recorded.
-
-    Earlier epochs without a value are padded with NaN so the list stays aligned
-    with ``History.epoch``. Returns False (and does nothing) when the model has no
-    ``history`` attribute holding a History.
-    """
-    history = getattr(model, "history", None)
-    if not isinstance(history, History):
-        return False
-    values = history.history.setdefault(key, [])
-    while len(values) < len(history.epoch) - 1:
-        values.append(math.nan)
-    values.append(value)
-    return True
+__all__ = ["LearningRateSchedule", "StepDecay", "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau"]
 
 
 def _optimizer(model: Any, owner: str) -> Any:
@@ -98,7 +52,7 @@ class LearningRateSchedule(Callback):
 
     def __init__(self, initial_lr: float | None = None) -> None:
         super().__init__()
-        self.initial_lr = None if initial_lr is None else _positive_number(initial_lr, "initial_lr")
+        self.initial_lr = None if initial_lr is None else check_number(initial_lr, "initial_lr", 0.0, low_open=True)
         self.lrs: list[float] = []
 
     def lr_at(self, epoch: int, initial_lr: float) -> float:
@@ -117,8 +71,8 @@ class LearningRateSchedule(Callback):
         self.lrs.append(lr)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.lrs:
-            record_in_history(self.model, "lr", self.lrs[-1])
+        if self.lrs and logs is not None:
+            logs["lr"] = self.lrs[-1]  # History, called last, records it
 
     def get_config(self) -> dict[str, Any]:
         return {"initial_lr": self.initial_lr}
@@ -143,8 +97,8 @@ class StepDecay(LearningRateSchedule):
 
     def __init__(self, step_size: int, gamma: float = 0.1, initial_lr: float | None = None) -> None:
         super().__init__(initial_lr)
-        self.step_size = _int(step_size, "step_size", 1)
-        self.gamma = _positive_number(gamma, "gamma", high=1.0)
+        self.step_size = check_int(step_size, "step_size", 1)
+        self.gamma = check_number(gamma, "gamma", 0.0, 1.0, low_open=True, high_open=False)
 
     def lr_at(self, epoch, initial_lr):
         return initial_lr * self.gamma ** (epoch // self.step_size)
@@ -167,7 +121,7 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __init__(self, gamma: float, initial_lr: float | None = None) -> None:
         super().__init__(initial_lr)
-        self.gamma = _positive_number(gamma, "gamma", high=1.0)
+        self.gamma = check_number(gamma, "gamma", 0.0, 1.0, low_open=True, high_open=False)
 
     def lr_at(self, epoch, initial_lr):
         return initial_lr * self.gamma ** epoch
@@ -196,8 +150,8 @@ class CosineDecay(LearningRateSchedule):
 
     def __init__(self, T_max: int, eta_min: float = 0.0, initial_lr: float | None = None) -> None:  # noqa: N803
         super().__init__(initial_lr)
-        self.T_max = _int(T_max, "T_max", 1)
-        self.eta_min = _positive_number(eta_min, "eta_min", allow_zero=True)
+        self.T_max = check_int(T_max, "T_max", 1)
+        self.eta_min = check_number(eta_min, "eta_min", 0.0)
 
     def lr_at(self, epoch, initial_lr):
         t = min(epoch, self.T_max)
@@ -245,23 +199,14 @@ class ReduceLROnPlateau(Callback):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 1e-4,
                  min_lr: float = 0.0, cooldown: int = 0, mode: str = "auto", verbose: bool = False) -> None:
         super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"monitor must be a non-empty str, got {monitor!r}")
-        factor = _positive_number(factor, "factor")
-        if factor >= 1.0:
-            raise ValueError(f"factor must be in (0, 1): the rate must shrink, got {factor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-        if not isinstance(verbose, bool):
-            raise ValueError(f"verbose must be True or False, got {verbose!r}")
-        self.monitor = monitor
-        self.factor = factor
-        self.patience = _int(patience, "patience", 0)
-        self.min_delta = _positive_number(min_delta, "min_delta", allow_zero=True)
-        self.min_lr = _positive_number(min_lr, "min_lr", allow_zero=True)
-        self.cooldown = _int(cooldown, "cooldown", 0)
-        self.mode = mode
-        self.verbose = verbose
+        check_monitor_args("ReduceLROnPlateau", monitor, mode, ("auto", "min", "max"))
+        self.monitor, self.mode = monitor, mode
+        self.factor = check_number(factor, "factor", 0.0, 1.0, low_open=True)  # (0, 1): the rate must shrink
+        self.patience = check_int(patience, "patience", 0)
+        self.min_delta = check_number(min_delta, "min_delta", 0.0)
+        self.min_lr = check_number(min_lr, "min_lr", 0.0)
+        self.cooldown = check_int(cooldown, "cooldown", 0)
+        self.verbose = check_bool(verbose, "verbose")
         self._maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
         self.lrs: list[float] = []
         self.reductions: list[tuple[int, float, float]] = []
@@ -279,10 +224,7 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, logs=None):
         _optimizer(self.model, "ReduceLROnPlateau")
-        logged = self.params.get("metrics")
-        if logged is not None and self.monitor not in logged:
-            raise ValueError(f"ReduceLROnPlateau monitors {self.monitor!r}, which fit does not log; available keys: "
-                             f"{sorted(logged)} (the val_ keys need validation_data or validation_split)")
+        require_logged("ReduceLROnPlateau", self.monitor, self.params)
         self._reset()
         self.lrs, self.reductions = [], []
 
@@ -290,13 +232,9 @@ class ReduceLROnPlateau(Callback):
         self.lrs.append(float(self.model.optimizer.lr))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the epoch logs; "
-                             f"available keys: {sorted(logs)}")
-        if self.lrs:
-            record_in_history(self.model, "lr", self.lrs[-1])
-        value = float(logs[self.monitor])
+        value = monitored("ReduceLROnPlateau", self.monitor, logs)
+        if self.lrs and logs is not None:
+            logs["lr"] = self.lrs[-1]  # the rate this epoch ran with; History, called last, records it
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0

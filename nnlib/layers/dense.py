@@ -1,0 +1,145 @@
+"""Dense, the fully connected layer ``y = activation(x @ weight + bias)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import initializers
+from .._buffers import cached_ones
+from .._validation import check_positive_int
+from ..parameter import Parameter
+from .activations import LeakyReLU, ReLU, _Activation
+from .base import Layer, activations, registry
+
+__all__ = ["Dense"]
+
+
+@registry.register("dense")
+class Dense(Layer):
+    """Fully connected layer, ``y = activation(x @ weight + bias)``.
+
+    Parameters
+    ----------
+    units : int
+        D_out, the number of outputs.
+    input_dim : int, optional
+        D_in. When given on a model's first layer, the model is built at once.
+    activation : str, Layer or None
+        Applied after the affine map, as in Keras's ``Dense(64, activation="relu")``;
+        its backward runs first, then the affine one. None means linear.
+    weight_init : str, Initializer or None
+        None chooses by activation: ``he_normal`` when this layer's activation, or
+        the layer right after it in a model, is ReLU or LeakyReLU; otherwise
+        ``glorot_uniform`` (Keras's default).
+    bias_init : str or Initializer, default "zeros"
+
+    Attributes
+    ----------
+    weight : Parameter of shape (D_in, D_out)
+    bias : Parameter of shape (D_out,)
+    """
+
+    derivative_text = "dW = x^T g, db = sum over the batch of g, dx = g W^T"
+
+    def __init__(
+        self,
+        units: int,
+        input_dim: int | None = None,
+        activation: str | Layer | None = None,
+        weight_init: Any = None,
+        bias_init: Any = "zeros",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.units = check_positive_int(units, "units")
+        self.declared_input_dim = None if input_dim is None else check_positive_int(input_dim, "input_dim")
+        self.activation = None if activation is None else activations.get(activation)
+        self.weight_init = None if weight_init is None else initializers.get(weight_init)
+        self.bias_init = initializers.get(bias_init)
+        #: set by Sequential: the activation that follows this layer, for the default init
+        self.next_activation: Layer | None = None
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+
+    def _default_init(self) -> initializers.Initializer:
+        follower = self.activation or self.next_activation
+        if isinstance(follower, (ReLU, LeakyReLU)):
+            return initializers.HeNormal()
+        return initializers.GlorotUniform()
+
+    def output_dim_for(self, input_dim):
+        if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
+            raise ValueError(
+                f"{self!r} was declared with input_dim={self.declared_input_dim}, got inputs of width {input_dim}"
+            )
+        return self.units
+
+    def build(self, input_dim, rng, dtype=np.float32):
+        input_dim = check_positive_int(input_dim, "input_dim")
+        self.output_dim_for(input_dim)
+        self.dtype = np.dtype(dtype)
+        init = self.weight_init or self._default_init()
+        prefix = f"{self.name}/" if self.name else ""
+        self.weight = Parameter(
+            np.ascontiguousarray(init((input_dim, self.units), rng, self.dtype), dtype=self.dtype),
+            prefix + "weight",
+        )
+        self.bias = Parameter(
+            np.ascontiguousarray(self.bias_init((self.units,), rng, self.dtype), dtype=self.dtype),
+            prefix + "bias",
+        )
+        self.input_dim, self.output_dim = input_dim, self.units
+        if self.activation is not None:
+            self.activation.build(self.units, rng, self.dtype)
+        return self.units
+
+    def parameters(self):
+        return [] if self.weight is None else [self.weight, self.bias]
+
+    # y = x W + b  =>  dW = x^T g,  db = sum_n g,  dx = g W^T
+    def forward(self, x, training=False):
+        if not self.built:
+            raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
+        self._check_input(x)
+        y = np.matmul(x, self.weight.value, out=self._buffer("y", (x.shape[0], self.units)))
+        y += self.bias.value
+        self._x = x
+        act = self.activation
+        if isinstance(act, _Activation):  # y is this layer's own (N, units) array: no second check
+            y = act._forward_checked(y)
+        elif act is not None:
+            y = act.forward(y, training)
+        return y
+
+    def backward(self, grad_out):
+        if self.activation is not None:
+            grad_out = self.activation.backward(grad_out)
+        np.matmul(self._x.T, grad_out, out=self.weight.grad)
+        # db = 1^T g: a matrix-vector product, measured 3x faster than np.sum(axis=0)
+        np.matmul(cached_ones(self._buffers, grad_out.shape[0], self.dtype), grad_out, out=self.bias.grad)
+        if not self.needs_input_grad:
+            return None
+        return np.matmul(grad_out, self.weight.value.T, out=self._buffer("dx", self._x.shape))
+
+    def symbolic(self, sp, x, weight, bias):
+        z = x * weight + sp.ones(x.shape[0], 1) * bias
+        return z if self.activation is None else self.activation.symbolic(sp, z)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "input_dim": self.declared_input_dim,
+            "activation": None if self.activation is None else {
+                "name": self.activation.registered_name,
+                "config": {k: v for k, v in self.activation.get_config().items() if k != "name"}},
+            "weight_init": None if self.weight_init is None else {
+                "name": self.weight_init.registered_name, "config": self.weight_init.get_config()},
+            "bias_init": {"name": self.bias_init.registered_name, "config": self.bias_init.get_config()},
+        }
+
+    def __repr__(self) -> str:
+        act = "" if self.activation is None else f", activation={self.activation.registered_name!r}"
+        return f"Dense({self.units}{act}{', name=' + repr(self.name) if self.name else ''})"

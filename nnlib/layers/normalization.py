@@ -1,0 +1,143 @@
+"""BatchNormalization: batch statistics in training, running statistics at inference (Keras's conventions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import check_number, check_positive_int
+from ..parameter import Parameter
+from .base import Layer, registry
+
+__all__ = ["BatchNormalization"]
+
+
+@registry.register("batch_normalization", "batch_norm")
+class BatchNormalization(Layer):
+    """Batch normalization (Ioffe & Szegedy) over the batch axis, Keras's conventions.
+
+    Training: with the batch mean ``mu`` and biased variance ``var`` of each feature,
+    ``x_hat = (x - mu) / sqrt(var + eps)`` and ``y = gamma * x_hat + beta``; the
+    running statistics move as ``running = momentum * running + (1 - momentum) * batch``
+    (Keras's form and default, momentum=0.99; PyTorch writes the same rule with
+    ``1 - momentum`` = 0.1 and keeps the unbiased variance). Inference: the same with
+    ``moving_mean`` and ``moving_variance`` in place of the batch statistics.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1), default 0.99
+        Weight of the old running statistics (Keras's meaning and default).
+    eps : float > 0, default 1e-3
+        Added to the variance (Keras's default; PyTorch uses 1e-5).
+    name : str, optional
+
+    Attributes
+    ----------
+    gamma : Parameter of shape (D,)
+        Learnable scale, initialized to ones.
+    beta : Parameter of shape (D,)
+        Learnable shift, initialized to zeros.
+    moving_mean, moving_variance : ndarray of shape (D,)
+        Running statistics (zeros and ones at first); non-trainable state, see
+        :meth:`get_state`.
+    """
+
+    derivative_text = ("normalizes with the batch mean and variance, so the gradient handed left loses its batch "
+                       "mean and its component along x_hat: dx = gamma/sigma * (g - mean_n g - x_hat mean_n(g x_hat)); "
+                       "dgamma = sum_n g x_hat, dbeta = sum_n g")
+
+    def __init__(self, momentum: float = 0.99, eps: float = 1e-3, name: str | None = None) -> None:
+        super().__init__(name)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.eps = check_number(eps, "eps", 0.0, low_open=True)
+        self.gamma: Parameter | None = None
+        self.beta: Parameter | None = None
+        self.moving_mean: np.ndarray | None = None
+        self.moving_variance: np.ndarray | None = None
+
+    def build(self, input_dim, rng, dtype=np.float32):
+        d = check_positive_int(input_dim, "input_dim")
+        super().build(d, rng, dtype)
+        prefix = f"{self.name}/" if self.name else ""
+        self.gamma = Parameter(np.ones(d, dtype=self.dtype), prefix + "gamma")
+        self.beta = Parameter(np.zeros(d, dtype=self.dtype), prefix + "beta")
+        self.moving_mean = np.zeros(d, dtype=self.dtype)
+        self.moving_variance = np.ones(d, dtype=self.dtype)
+        return d
+
+    def parameters(self):
+        return [] if self.gamma is None else [self.gamma, self.beta]
+
+    # x_hat = (x - mu) / sqrt(var + eps), y = gamma x_hat + beta, mu and var over the batch
+    #   =>  dgamma = sum_n g x_hat,  dbeta = sum_n g,
+    #       dx = gamma / sqrt(var + eps) * (g - mean_n g - x_hat * mean_n(g x_hat))   (training)
+    #       dx = gamma / sqrt(moving_variance + eps) * g                               (inference)
+    def forward(self, x, training=False):
+        if not self.built or self.gamma is None:
+            raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
+        self._check_input(x)
+        n = x.shape[0]
+        xhat = self._buffer("x_hat", x.shape)
+        if training:
+            mean = x.mean(axis=0, dtype=self.dtype)
+            np.subtract(x, mean, out=xhat)
+            var = np.einsum("nd,nd->d", xhat, xhat) / n
+            self.moving_mean *= self.momentum
+            self.moving_mean += (1.0 - self.momentum) * mean
+            self.moving_variance *= self.momentum
+            self.moving_variance += (1.0 - self.momentum) * var
+        else:
+            np.subtract(x, self.moving_mean, out=xhat)
+            var = self.moving_variance
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat *= inv_std
+        y = np.multiply(xhat, self.gamma.value, out=self._buffer("y", x.shape))
+        y += self.beta.value
+        self._xhat, self._inv_std, self._training = xhat, inv_std, training
+        return y
+
+    def backward(self, grad_out):
+        g, xhat = grad_out, self._xhat
+        n = g.shape[0]
+        np.sum(g, axis=0, out=self.beta.grad)
+        np.einsum("nd,nd->d", g, xhat, out=self.gamma.grad)
+        if not self.needs_input_grad:
+            return None
+        dx = self._buffer("dx", g.shape)
+        if self._training:
+            np.multiply(xhat, self.gamma.grad / n, out=dx)  # x_hat * mean_n(g x_hat)
+            dx += self.beta.grad / n  # + mean_n g
+            np.subtract(g, dx, out=dx)
+            dx *= self.gamma.value * self._inv_std
+        else:
+            np.multiply(g, self.gamma.value * self._inv_std, out=dx)
+        return dx
+
+    def symbolic(self, sp, x, gamma, beta):
+        """The training-mode function: batch mean and variance are part of the formula."""
+        n, d = x.shape
+        out = sp.zeros(n, d)
+        for j in range(d):
+            mu = sum(x[i, j] for i in range(n)) / n
+            var = sum((x[i, j] - mu) ** 2 for i in range(n)) / n
+            for i in range(n):
+                out[i, j] = gamma[0, j] * (x[i, j] - mu) / sp.sqrt(var + self.eps) + beta[0, j]
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}
+
+    def get_state(self):
+        """``{"moving_mean": (D,), "moving_variance": (D,)}`` (copies; empty before build)."""
+        if self.moving_mean is None:
+            return {}
+        return {"moving_mean": self.moving_mean.copy(), "moving_variance": self.moving_variance.copy()}
+
+    def _set_state(self, state):
+        for key in ("moving_mean", "moving_variance"):
+            value = np.asarray(state[key])
+            if value.dtype == bool or value.dtype.kind not in "iuf" or not np.isfinite(value).all():
+                raise ValueError(f"{self!r}.set_state: {key} must hold finite numbers")
+        if (np.asarray(state["moving_variance"]) < 0).any():
+            raise ValueError(f"{self!r}.set_state: moving_variance must be >= 0")
+        self.moving_mean[...] = state["moving_mean"]
+        self.moving_variance[...] = state["moving_variance"]
