@@ -19,8 +19,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import datasets
-from .layers import activations
+from . import optimizers as optimizers_module
+from .layers import Dense, activations
+from .model import Sequential
 from .optimizers import registry as optimizer_registry
+from .plot import MISSING_MATPLOTLIB, plot_history
+from .saving import load_model
 
 __all__ = ["main"]
 
@@ -107,9 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import Dense, Sequential
-    from . import optimizers as optimizers_module
-
     (x_train, y_train), (x_test, y_test) = datasets.load(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     print(f"data: {args.data}, {x_train.shape[0]} train and {x_test.shape[0]} test samples, "
@@ -130,8 +131,6 @@ def _train(args: argparse.Namespace) -> int:
         model.save(args.save)
         print(f"saved the model to {args.save}")
     if args.plot:
-        from .plot import MISSING_MATPLOTLIB, plot_history
-
         try:
             plot_history(history, args.plot, title=f"nnlib on {args.data}")
             print(f"wrote the curves to {args.plot}")
@@ -141,8 +140,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .saving import load_model
-
     model = load_model(args.model)
     _, (x_test, y_test) = datasets.load(args.data)
     result = model.evaluate(x_test, y_test)
@@ -151,8 +148,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .saving import load_model
-
     model = load_model(args.model)
     _, (x_test, _) = datasets.load(args.data)
     probs = model.predict(x_test)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit
 
 __all__ = [
     "relu",
@@ -44,19 +43,31 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Logistic function ``1 / (1 + exp(-x))``, accurate and warning-free for any ``x``.
 
-    SciPy's ``expit`` ufunc: one pass, no overflow for large ``|x|``, and full relative
-    precision for very negative ``x`` (where ``(1 + tanh(x/2)) / 2`` would cancel).
+    With ``e = exp(-|x|)``, which lies in (0, 1] and never overflows, ``sigmoid(x)`` is
+    ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0``: full relative
+    precision for very negative ``x`` too (where ``1 - sigmoid(-x)`` would cancel).
+    Float input keeps its dtype; other input gives float64.
 
     Parameters
     ----------
     x : ndarray of shape (N, D)
     out : ndarray of shape (N, D), optional
+        May be ``x`` itself.
 
     Returns
     -------
     ndarray of shape (N, D)
     """
-    return expit(x, out=out)
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    positive = np.greater_equal(x, 0)  # before out (which may be x) is overwritten
+    np.abs(x, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)  # e = exp(-|x|): underflows quietly to 0 for |x| > ~88 (float32)
+    denominator = out + 1.0
+    np.copyto(out, 1.0, where=positive)  # numerator: 1 where x >= 0, e where x < 0
+    return np.divide(out, denominator, out=out)
 
 
 def log_sigmoid(x: np.ndarray) -> np.ndarray:

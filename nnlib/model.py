@@ -150,38 +150,17 @@ class Sequential:
 
     # -- the two passes -----------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Every layer's forward pass, left to right, on a checked batch (see :meth:`prepare_inputs`).
-
-        Parameters
-        ----------
-        x : ndarray of shape (N, D_in), in the model's dtype
-        training : bool, default False
-            Training mode (Dropout masks, batch statistics).
-
-        Returns
-        -------
-        ndarray of shape (N, D_out)
-            The raw outputs (logits for the cross-entropies), in the last layer's
-            buffer: valid until the next pass.
-        """
+        """Raw outputs ``(N, D_out)`` of a checked batch ``x`` ``(N, D_in)`` (see :meth:`prepare_inputs`),
+        left to right; ``training`` turns on Dropout masks and batch statistics. The array is the
+        last layer's buffer: valid until the next pass."""
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
 
     def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """The chain rule right to left from ``grad = dL/d(output)``; fills every parameter's ``grad``.
-
-        Parameters
-        ----------
-        grad : ndarray of shape (N, D_out)
-        input_grad : bool, default False
-            Also compute dL/dx through the first layers (nobody needs it in training).
-
-        Returns
-        -------
-        ndarray of shape (N, D_in) or None
-            dL/dx when ``input_grad``, else None.
-        """
+        """The chain rule right to left from ``grad = dL/d(output)`` ``(N, D_out)``: fills every
+        parameter's ``grad``; returns dL/dx ``(N, D_in)`` when ``input_grad`` (nobody needs it in
+        training), else None."""
         first_trainable = self.layers[self._first_trainable]
         first_trainable.needs_input_grad = input_grad or not self._params
         try:
@@ -192,18 +171,9 @@ class Sequential:
         return grad if input_grad else None
 
     def train_step(self, xb: np.ndarray, yb: np.ndarray, update: bool = True) -> tuple[float, np.ndarray]:
-        """One checked step on a batch already validated by :meth:`prepare_inputs`: forward, loss, backward,
-        then (``update``) the optimizer step.
-
-        The loss and the gradients are checked before the weights are touched: a
-        non-finite one raises ``FloatingPointError`` and nothing is updated.
-
-        Returns
-        -------
-        loss : float
-        out : ndarray of shape (N, D_out)
-            The raw outputs, valid until the next pass.
-        """
+        """Forward, loss, backward and (``update``) the optimizer step on a batch checked by
+        :meth:`prepare_inputs`; returns ``(loss, raw outputs (N, D_out))``. The loss and gradients are
+        checked before the weights are touched: a non-finite one raises FloatingPointError, nothing updated."""
         out = self.forward(xb, training=True)
         loss = self.loss.forward(out, yb)
         if not math.isfinite(loss):
@@ -236,26 +206,10 @@ class Sequential:
 
     def prepare_inputs(self, x: Any, y: Any, what: str = "x", y_what: str = "y", n_features: int | None = None,
                        build: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Validate (x, y) as ``fit`` does and cast them once to the model's dtype (needs ``compile``).
-
-        Parameters
-        ----------
-        x : array-like of shape (N, D_in)
-        y : array-like of shape (N,) or (N, D_out)
-        what, y_what : str
-            The arguments' names in error messages.
-        n_features : int, optional
-            The expected D_in of an unbuilt model.
-        build : bool, default True
-            Build an unbuilt model for D_in once every check has passed; with False
-            nothing changes (``fit`` builds after checking its other arguments too).
-
-        Returns
-        -------
-        x : ndarray of shape (N, D_in)
-        y : ndarray
-            The targets as the loss reads them.
-        """
+        """``(x (N, D_in), y)`` checked as ``fit`` checks them and cast once to the model's dtype, the
+        targets as the loss reads them (needs ``compile``). ``what``/``y_what`` name the arguments in
+        errors, ``n_features`` is an unbuilt model's expected D_in; ``build`` builds an unbuilt model
+        once every check has passed (with False nothing changes: ``fit`` checks more first)."""
         x = check_features(x, what, self.dtype, self.input_dim or n_features)
         try:
             n_targets = len(y)
