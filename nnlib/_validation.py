@@ -66,6 +66,16 @@ def check_number(value: Any, what: str, low: float = -math.inf, high: float = ma
     return v
 
 
+def _as_int(value: Any, what: str, rule: str) -> int:
+    """``operator.index(value)``, or TypeError "{what} must be {rule}, got ..." (bools refused)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        return int(operator.index(value))
+    except TypeError:
+        raise TypeError(f"{what} must be {rule}, got {value!r}") from None
+
+
 def check_int(value: Any, what: str, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int if it is an integer (``operator.index``) in ``[low, high]``.
 
@@ -78,28 +88,18 @@ def check_int(value: Any, what: str, low: int | None = None, high: int | None = 
     """
     bounds = ([f">= {low}"] if low is not None else []) + ([f"<= {high}"] if high is not None else [])
     rule = " ".join(["an int", " and ".join(bounds)]).strip()
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be {rule}, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be {rule}, got {value!r}") from None
+    n = _as_int(value, what, rule)
     if (low is not None and n < low) or (high is not None and n > high):
         raise ValueError(f"{what} must be {rule}, got {value!r}")
-    return int(n)
+    return n
 
 
 def check_positive_int(value: Any, what: str) -> int:
     """``value`` as an int if it is an integer > 0: TypeError for other types, ValueError for <= 0."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a positive int, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be a positive int, got {value!r}") from None
+    n = _as_int(value, what, "a positive int")
     if n <= 0:
         raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return int(n)
+    return n
 
 
 def check_bool(value: Any, what: str) -> bool:
