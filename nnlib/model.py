@@ -261,6 +261,8 @@ class Sequential:
         monitor : str, default "loss"
             ``"loss"``, ``"val_loss"`` or another key of the epoch logs.
         callbacks : list of Callback, optional
+            Called in list order, then the stop rule, the progress output and
+            History last (it records what the others add to an epoch's logs).
         verbose : {0, 1, 2}, default 1
             0 silent, 1 a progress bar on a terminal (else a line per epoch),
             2 a line per epoch.
