@@ -278,6 +278,17 @@ def test_summary(capsys):
     assert model.count_params() == 58
 
 
+def test_model_names_new_layers_readably():
+    model = nn.Sequential([nn.Dense(4, input_dim=3), nn.BatchNormalization(), nn.ReLU(), nn.Dropout(0.2), nn.Dense(2)])
+    assert [layer.name for layer in model.layers] == [
+        "dense_0", "batch_normalization_1", "relu_2", "dropout_3", "dense_4"]
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "batch_normalization_1 (BatchNormalization)" in lines[0]
+    assert [p.name for p in model.layers[1].parameters()] == ["batch_normalization_1/gamma",
+                                                              "batch_normalization_1/beta"]
+
+
 # -- learning ---------------------------------------------------------------------------------------
 def test_xor_learned():
     model = nn.Sequential([nn.Dense(8, activation="tanh"), nn.Dense(2)], seed=0)
