@@ -121,6 +121,7 @@ def test_fit_stops_at_scripted_epoch():
     assert h.history["loss"] == seq[:5]
     assert h.stop_reason.startswith("converged")
     assert "tol=0.1" in h.stop_reason and "2 epochs" in h.stop_reason
+    assert h.stop_reason == "converged: loss improved by less than tol=0.1 for 2 epochs in a row"  # not tol=0.15
     assert model.stop_reason == h.stop_reason
 
 
@@ -130,6 +131,7 @@ def test_tol_none_never_stops():
     h = model.fit(LINE_X, np.zeros(8), epochs=6, batch_size=8, tol=None, verbose=0)
     assert h.epochs_run == 6 and h.stopped_epoch is None
     assert "all 6 epochs" in h.stop_reason and "complet" in h.stop_reason
+    assert h.stop_reason == "completed all 6 epochs"
     # the same flat losses with the default tol stop early (patience 5 -> epoch 5 is the 5th no-improvement)
     model = scripted_model({8: [1.0] * 10})
     h = model.fit(LINE_X, np.zeros(8), epochs=10, batch_size=8, verbose=0)
@@ -235,6 +237,7 @@ def test_early_stopping_scripted(values, kwargs, want_stop, want_best):
     else:
         assert fake.stop_reason.startswith("early stopping: val_loss did not improve")
         assert f"at epoch {want_best + 1}" in fake.stop_reason and "restored" in fake.stop_reason
+        assert re.search(rf"best val_loss=[-+0-9.e]+ at epoch {want_best + 1}; ", fake.stop_reason)  # not epoch 12
 
 
 def test_early_stopping_in_fit_restores_best_weights():
