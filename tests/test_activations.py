@@ -46,3 +46,38 @@ def test_leaky_relu_alpha_zero_is_relu(rng):
     leaky = nn.LeakyReLU(0)
     leaky.build(4, rng, np.float64)
     np.testing.assert_array_equal(leaky.forward(x), np.maximum(x, 0))
+
+
+# -- the derivative at exactly 0 (PyTorch's rule: relu'(0) = 0) ----------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_at_exact_zeros_passes_no_gradient(dtype):
+    """At inputs that are exactly 0 (either sign) ReLU outputs 0 and its backward passes exactly 0, as
+    PyTorch's relu does; elsewhere it passes the gradient where x > 0."""
+    x = np.array([[0.0, -0.0, 1.5, -2.0], [0.0, 3.0, -0.0, 0.0]], dtype=dtype)
+    relu = nn.ReLU()
+    relu.build(4, None, dtype)
+    y = relu.forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, [[0.0, 0.0, 1.5, 0.0], [0.0, 3.0, 0.0, 0.0]])
+    dx = relu.backward(np.full(x.shape, 7.0, dtype))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, [[0.0, 0.0, 7.0, 0.0], [0.0, 7.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(dx[x == 0], 0.0)  # the five zeros, exactly
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_relu_at_exact_zero_pre_activations(dtype):
+    """Inside Dense(activation="relu") a pre-activation of exactly 0 (zero input, zero bias) passes no
+    gradient to the bias or the input either; LeakyReLU's slope at exactly 0 is alpha."""
+    d = nn.Dense(3, activation="relu")
+    d.build(2, np.random.default_rng(0), dtype)
+    x = np.zeros((2, 2), dtype)
+    np.testing.assert_array_equal(d.forward(x, training=True), np.zeros((2, 3)))
+    dx = d.backward(np.ones((2, 3), dtype))
+    np.testing.assert_array_equal(d.bias.grad, np.zeros(3))
+    np.testing.assert_array_equal(d.weight.grad, np.zeros((2, 3)))
+    np.testing.assert_array_equal(dx, np.zeros((2, 2)))
+    leaky = nn.LeakyReLU(0.25)
+    leaky.build(2, None, dtype)
+    leaky.forward(np.array([[0.0, -0.0]], dtype))
+    np.testing.assert_array_equal(leaky.backward(np.array([[4.0, 4.0]], dtype)), [[1.0, 1.0]])
