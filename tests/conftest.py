@@ -1,4 +1,7 @@
-"""Shared fixtures for the nnlib unit tests."""
+"""Shared fixtures for the nnlib unit tests: a seeded generator, inputs clear of the ReLU kink, the
+optimizers' two-step and packed-vs-loose drivers, and the digits the GradientMonitor, explain and plot tests use.
+(Shared builders that are not fixtures live in the helper modules beside it: layer_cases.py, model_files.py,
+idx_files.py, training_helpers.py.)"""
 
 import os
 

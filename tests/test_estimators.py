@@ -1,4 +1,5 @@
-"""scikit-learn facade: scikit-learn's own estimator checks, then ecosystem and feature tests."""
+"""nnlib/estimators.py and nnlib/_estimator_base.py, the scikit-learn facade: scikit-learn's own estimator
+checks, then ecosystem and feature tests (partial_fit, class weights, dtypes, early stopping, pickling)."""
 
 import copy
 import pickle
