@@ -1,4 +1,7 @@
-"""Shared fixtures for the nnlib unit tests."""
+"""Shared fixtures for the nnlib unit tests: a seeded generator, inputs clear of the ReLU kink, the
+optimizers' two-step and packed-vs-loose drivers, and the digits the GradientMonitor, explain and plot tests use.
+(Shared builders that are not fixtures live in the helper modules beside it: layer_cases.py, model_files.py,
+idx_files.py, training_helpers.py.)"""
 
 import os
 
@@ -60,3 +63,13 @@ def packed_matches_loose():
             np.testing.assert_array_equal(a, b)
 
     return check
+
+
+@pytest.fixture(scope="session")
+def digits_600() -> tuple[np.ndarray, np.ndarray]:
+    """The first 600 training digits ``(x, y)`` of :func:`nnlib.datasets.load_digits` (float32 in [0, 1], int64),
+    loaded once: the data of the GradientMonitor, explain and plot tests."""
+    from nnlib.datasets import load_digits
+
+    (x, y), _ = load_digits()
+    return x[:600], y[:600]

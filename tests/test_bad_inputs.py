@@ -1,8 +1,12 @@
-"""Issue 2, "Bad input: a clear error, nothing lost": one table of every case.
+"""Issue 2, "Bad input: a clear error, nothing lost": one table of every bad call to the public interface
+(fit, train_on_batch, evaluate, predict, compile, the constructors, set_weights, save and load paths,
+callbacks that monitor unlogged keys).
 
 Each case names the model it runs on, the call, the exception type and a regex the message must
 match (the argument and/or the value). Afterwards every model's weights, build state, loss and
 optimizer (object, step count and state arrays) must be exactly as before, and no IndexError may escape.
+The crafted bad model files (``model_files.BAD_FILES``) go through the same checks, with a memory bound,
+in test_saving.py.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import re
 
 import numpy as np
 import pytest
+from model_files import assert_unchanged, snapshot
 
 import nnlib as nn
 
@@ -31,39 +36,6 @@ def make_context():
     lazy = nn.Sequential([nn.Dense(4), nn.Dense(3)], seed=0)  # compiled, not built
     lazy.compile("adam", "softmax_cross_entropy")
     return {"clf": clf, "reg": reg, "raw": raw, "lazy": lazy}
-
-
-def snapshot(model):
-    opt = model.optimizer
-    return {
-        "built": model.built,
-        "input_dim": model.input_dim,
-        "weights": model.get_weights(),
-        "optimizer": opt,
-        "loss": model.loss,
-        "metrics": list(model.metrics),
-        "iterations": None if opt is None else opt.iterations,
-        "state": None if opt is None else {id(p): {k: v.copy() for k, v in s.items()} for p, s in opt.state.items()},
-    }
-
-
-def assert_unchanged(before, model):
-    after = snapshot(model)
-    assert after["built"] == before["built"]
-    assert after["input_dim"] == before["input_dim"]
-    assert len(after["weights"]) == len(before["weights"])
-    for a, b in zip(after["weights"], before["weights"]):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
-    assert after["optimizer"] is before["optimizer"]
-    assert after["loss"] is before["loss"]
-    assert after["metrics"] == before["metrics"]
-    assert after["iterations"] == before["iterations"]
-    if before["state"] is not None:
-        assert after["state"].keys() == before["state"].keys()
-        for pid, slots in before["state"].items():
-            for k, v in slots.items():
-                np.testing.assert_array_equal(after["state"][pid][k], v)
 
 
 def fit(m, x=X, y=Y, **kw):
@@ -210,15 +182,6 @@ CASES = [
 ]
 
 
-# Issue 5: bad model files (the table and the file crafting live in test_saving.py). load_model
-# must refuse each with a ValueError naming the problem; load_weights likewise, leaving "clf" as it was.
-from test_saving import BAD_FILES, load_bad  # noqa: E402
-
-CASES += [(f"load_model_{cid}", None, lambda m, cid=cid: load_bad(cid), ValueError, want)
-          for cid, _, want, _ in BAD_FILES]
-CASES += [(f"load_weights_{cid}", "clf", lambda m, cid=cid: load_bad(cid, m), ValueError,
-           want if weights_want == "same" else weights_want)
-          for cid, _, want, weights_want in BAD_FILES if weights_want is not None]
 CASES += [
     ("load_model_missing_path", None, lambda m: nn.load_model("/nonexistent/model.nnlib"), FileNotFoundError,
      r"no such model file: /nonexistent/model\.nnlib"),

@@ -1,4 +1,4 @@
-"""The nnlib command: train / evaluate / predict on digits and on IDX directories, and its errors."""
+"""nnlib/cli.py, the nnlib command: train / evaluate / predict on digits and on IDX directories, and its errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""data: boundary checks, seeded splits, standardization, per-epoch generators."""
+"""nnlib/data.py: boundary checks, seeded splits, standardization, per-epoch generators."""
 
 from __future__ import annotations
 

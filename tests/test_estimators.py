@@ -1,4 +1,5 @@
-"""scikit-learn facade: scikit-learn's own estimator checks, then ecosystem and feature tests."""
+"""nnlib/estimators.py and nnlib/_estimator_base.py, the scikit-learn facade: scikit-learn's own estimator
+checks, then ecosystem and feature tests (partial_fit, class weights, dtypes, early stopping, pickling)."""
 
 import copy
 import pickle
@@ -474,3 +475,27 @@ def test_a_bad_dtype_is_named_and_leaves_the_fitted_estimator_alone(bad):
         assert est.model_ is model and est.n_iter_ == n_iter
         assert all(np.array_equal(a, b) for a, b in zip(weights, est.model_.get_weights()))
         np.testing.assert_array_equal(est.predict(X), before)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], ["ant", "bee", "cat"]], ids=["ints", "strings"])
+def test_partial_fit_on_a_batch_without_a_class_trains_on_the_columns_of_classes_(labels):
+    """After partial_fit(X1, y1, classes=...), a batch holding only classes_[0] and classes_[2] trains on
+    one-hot targets in the columns of classes_ (not on codes of the batch's own labels): one full-batch SGD
+    step equals the step on the hand-encoded one-hot rows through model_.loss_and_gradients, and it lowers
+    the loss on those rows."""
+    rng = np.random.default_rng(0)
+    classes = np.array(labels)
+    X1, y1 = rng.standard_normal((30, 4)), classes[np.arange(30) % 3]
+    codes2 = np.array([0, 2] * 6)
+    X2, y2 = rng.standard_normal((12, 4)), classes[codes2]
+    clf = NeuralNetClassifier((5,), optimizer="sgd", lr=0.1, batch_size=64, random_state=0)
+    clf.partial_fit(X1, y1, classes=classes)
+    assert list(clf.classes_) == labels
+    w0 = clf.model_.get_weights()
+    onehot = np.eye(3)[codes2]  # rows in the columns of classes_: class 2 is column 2
+    loss, grads = clf.model_.loss_and_gradients(X2, onehot)
+    clf.partial_fit(X2, y2)
+    assert clf.loss_curve_[-1] == pytest.approx(loss, rel=1e-12)
+    for w, g, w1 in zip(w0, grads, clf.model_.get_weights()):
+        np.testing.assert_allclose(w1, w - 0.1 * g, rtol=1e-10, atol=1e-12)
+    assert clf.model_.loss_and_gradients(X2, onehot)[0] < loss

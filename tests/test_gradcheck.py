@@ -1,5 +1,6 @@
-"""Tests for nnlib.gradcheck: the result object, detection of wrong backward passes, whole-model checks,
-and that checking never changes the object it was given."""
+"""nnlib/gradcheck.py: the result object, detection of wrong backward passes, whole-model checks, that
+checking never changes the object it was given, where the default tolerance turns pass into fail, and that
+the differences are central (exact on a strongly curved function where one-sided ones are far off)."""
 
 import numpy as np
 import pytest
@@ -170,3 +171,67 @@ def test_check_symbolic_loss_with_default_targets(loss):
     (the default targets must fit the loss instead of crashing)."""
     result = nn.check_symbolic(loss)
     assert result.ok, str(result)
+
+
+# -- where pass turns to fail ----------------------------------------------------------------------------
+class OffByDense(nn.Dense):
+    """Dense whose weight gradient is off by the relative error ``rel`` (backward scales it by 1 + rel)."""
+
+    def __init__(self, rel, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rel = rel
+
+    def backward(self, grad_out):
+        dx = super().backward(grad_out)
+        self.weight.grad *= 1.0 + self.rel
+        return dx
+
+
+@pytest.mark.parametrize("rel, ok", [(1e-3, False), (1e-4, False), (3e-5, False), (3e-6, True), (1e-9, True)])
+def test_default_tolerance_pins_where_pass_turns_to_fail(rel, ok, rng):
+    """At the defaults (rtol=1e-5, atol=1e-7) a weight gradient off by a relative 3e-5 or more fails and one off
+    by 3e-6 or less passes; max_error is the error of the largest entry, rel * max |dW|."""
+    x = rng.uniform(1.0, 3.0, (8, 4)) * rng.choice([-1.0, 1.0], (8, 4))
+    layer = OffByDense(rel, 3, name="d")
+    layer.build(4, np.random.default_rng(1), np.float64)
+    weights = np.random.default_rng(0).standard_normal((8, 3))  # check_gradients' R for seed=0
+    true_dw = x.T @ weights  # d/dW of sum((x W + b) * R)
+    assert np.abs(true_dw).max() > 1.0  # entries large enough for the relative tolerance to decide
+    result = nn.check_gradients(layer, x)
+    assert result.ok is ok, str(result)
+    assert result.errors["input"] < 1e-8 and result.errors["d/bias"] < 1e-8
+    # the largest error is the weight gradient's at its largest entry (up to rounding, ~1e-9, in the differences)
+    assert result.max_error == pytest.approx(rel * np.abs(true_dw).max(), rel=1e-3, abs=5e-9)
+    if not ok:
+        assert result.worst == "d/weight" and "MISMATCH" in str(result)
+
+
+class Parabola(nn.Layer):
+    """y = c x^2 with its exact backward: so curved that a one-sided difference (f(x + eps) - f(x)) / eps would
+    be off by c eps R per entry, 1e-4 here, far above the tolerance, where the central one is exact to rounding."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, training=False):
+        self._x = x
+        return self.c * x * x
+
+    def backward(self, grad_out):
+        return 2.0 * self.c * grad_out * self._x
+
+
+def test_central_differences_on_a_strongly_curved_function(rng):
+    """A correct backward passes on y = 100 x^2 near 0 with an error at rounding level: only a central difference
+    gets there (a one-sided one would be off by ~1e-4 against a tolerance of ~1e-7 + 1e-5 * 0.2)."""
+    x = rng.uniform(1e-3, 1e-2, (4, 3)) * rng.choice([-1.0, 1.0], (4, 3))
+    result = nn.check_gradients(Parabola(100.0), x)
+    assert result.ok, str(result)
+    assert result.max_error < 1e-9
+    # the one-sided difference at the same point, by hand: far outside the tolerance
+    weights = np.random.default_rng(0).standard_normal((4, 3))
+    eps = 1e-6
+    one_sided = (100.0 * ((x + eps) ** 2 - x**2) * weights) / eps
+    exact = 200.0 * x * weights
+    assert (np.abs(one_sided - exact) > 1e-7 + 1e-5 * np.abs(exact)).all()

@@ -250,3 +250,39 @@ def test_transform(rng):
     np.testing.assert_array_equal(same, z)
     assert not np.shares_memory(same, z)
     np.testing.assert_array_equal(z, before)
+
+
+# -- targets whose rows do not sum to 1 (class weights, soft targets) -------------------------------------
+def softmax_rows(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("mass", [0.3, 1.0, 2.5])
+def test_softmax_ce_gradient_for_target_rows_of_any_mass(mass, rng):
+    """Rows that sum to ``mass`` (a class weight times one-hot, or soft targets): L = -(1/N) sum t log p has
+    dL/dz = (p * sum_c t - t) / N, by hand and by float64 central differences."""
+    z = rng.standard_normal((5, 4)) * 2
+    t = rng.dirichlet(np.ones(4), size=5) * mass
+    np.testing.assert_allclose(t.sum(axis=1), mass, rtol=1e-12)
+    loss = nn.SoftmaxCrossEntropy()
+    value = loss.forward(z, t)
+    assert value == pytest.approx(-np.sum(t * np.log(softmax_rows(z))) / 5, rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), (softmax_rows(z) * mass - t) / 5, rtol=1e-12, atol=1e-15)
+    result = nn.check_gradients(nn.SoftmaxCrossEntropy(), z, t)
+    assert result.ok, str(result)
+    assert result.max_error < 1e-8
+
+
+def test_softmax_ce_gradient_for_class_weighted_rows_in_one_batch(rng):
+    """One batch whose rows sum to 0.3, 1 and 2.5 (weighted one-hot rows, as the classifier's class_weight
+    gives): each row's gradient carries its own mass."""
+    z = rng.standard_normal((3, 3))
+    t = np.array([[0.3, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.5]])
+    loss = nn.SoftmaxCrossEntropy()
+    loss.forward(z, t)
+    np.testing.assert_allclose(loss.backward(), (softmax_rows(z) * [[0.3], [1.0], [2.5]] - t) / 3, rtol=1e-12,
+                               atol=1e-15)
+    result = nn.check_gradients(nn.SoftmaxCrossEntropy(), z, t)
+    assert result.ok, str(result)
+    assert result.max_error < 1e-8

@@ -1,4 +1,5 @@
-"""Sequential: the public interface of issue 2, checked against hand computations."""
+"""nnlib/model.py: Sequential, the public interface of issue 2 (building, weights, train_on_batch,
+loss_and_gradients, predict, evaluate, summary, fit end to end), checked against hand computations."""
 
 from __future__ import annotations
 
@@ -264,18 +265,40 @@ def test_evaluate_equals_direct_computation():
 
 
 def test_summary(capsys):
+    """One row a layer: name (type), output shape, parameter count; then the exact total line."""
     model = nn.Sequential([nn.Dense(8, input_dim=4), nn.ReLU(), nn.Dense(2)], seed=0)
     model.summary()
     out = capsys.readouterr().out
     for name in ("dense_0", "relu_1", "dense_2"):
         assert name in out
     lines = out.splitlines()
-    row = {name: next(line for line in lines if name in line) for name in ("dense_0", "relu_1", "dense_2")}
+    assert lines[0] == 'Model "sequential"'
+    assert lines[2].split() == ["Layer", "(type)", "Output", "shape", "Params"]
+    names = ("dense_0", "relu_1", "dense_2")
+    row = {name: next(line for line in lines if line.startswith(name + " ")) for name in names}
     assert "(None, 8)" in row["dense_0"] and row["dense_0"].split()[-1] == "40"  # 4*8 + 8
     assert "(None, 8)" in row["relu_1"] and row["relu_1"].split()[-1] == "0"
     assert "(None, 2)" in row["dense_2"] and row["dense_2"].split()[-1] == "18"  # 8*2 + 2
-    assert "58" in out  # total
+    assert row["dense_0"].split() == ["dense_0", "(Dense)", "(None,", "8)", "40"]
+    assert row["relu_1"].split() == ["relu_1", "(ReLU)", "(None,", "8)", "0"]
+    assert row["dense_2"].split() == ["dense_2", "(Dense)", "(None,", "2)", "18"]
+    assert [line for line in lines if line.startswith("Total params")] == ["Total params: 58"]  # 40 + 0 + 18
+    assert lines[-1] == "Total params: 58"
     assert model.count_params() == 58
+    nn.Sequential([nn.Dense(8), nn.ReLU()], seed=0).summary()  # unbuilt: no shapes, counts or total yet
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].split() == ["dense_0", "(Dense)", "?", "?"] and lines[-1] == "Total params: ? (not built)"
+
+
+def test_model_names_new_layers_readably():
+    model = nn.Sequential([nn.Dense(4, input_dim=3), nn.BatchNormalization(), nn.ReLU(), nn.Dropout(0.2), nn.Dense(2)])
+    assert [layer.name for layer in model.layers] == [
+        "dense_0", "batch_normalization_1", "relu_2", "dropout_3", "dense_4"]
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "batch_normalization_1 (BatchNormalization)" in lines[0]
+    assert [p.name for p in model.layers[1].parameters()] == ["batch_normalization_1/gamma",
+                                                              "batch_normalization_1/beta"]
 
 
 # -- learning ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Optimizers: golden values computed by hand (PyTorch's formulas) on the packed (flat-buffer) and
-loose (per-parameter) paths, the fast updates against their plain reference ones, clipping, state,
-subnormal flushing, validation."""
+"""nnlib/optimizers (base, algorithms, _flat): golden values computed by hand (PyTorch's formulas) on the
+packed (flat-buffer) and loose (per-parameter) paths, the fast updates against their plain reference ones,
+clipping, state, subnormal flushing, validation."""
 
 from __future__ import annotations
 

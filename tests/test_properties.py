@@ -1,6 +1,7 @@
-"""Property-based tests (issue 5): for random shapes and values every layer keeps its dtype, never
-mutates its inputs and passes the gradient check; every loss is finite for extreme logits;
-optimizers leave a parameter with zero gradient exactly as it was."""
+"""Property-based tests (issue 5): for random shapes and values every layer of the table in
+tests/layer_cases.py (every registered layer) keeps its dtype, never mutates its inputs and passes the
+gradient check; every loss is finite for extreme logits; optimizers leave a parameter with zero gradient
+exactly as it was."""
 
 from __future__ import annotations
 
@@ -9,48 +10,25 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from layer_cases import CASES, IDS, build, pre_activation
 
 import nnlib as nn
 from nnlib.parameter import Parameter
 
 PROPS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
-ACTIVATIONS = [None, "linear", "relu", "leaky_relu", "sigmoid", "tanh"]
-LAYERS = {
-    **{f"dense_{a}": (lambda a=a: nn.Dense(3, activation=a)) for a in ACTIVATIONS},
-    "dense_leaky_0.3": lambda: nn.Dense(2, activation=nn.LeakyReLU(0.3)),
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-}
-KINKED = ("relu", "leaky")  # piecewise-linear: central differences need the kink at 0 out of reach
-
 shapes = st.tuples(st.integers(1, 6), st.integers(1, 5))
 values = st.floats(-5, 5, allow_nan=False, width=32)
 AWAY_FROM_0 = st.builds(lambda m, sign: m * sign, st.floats(1e-3, 3), st.sampled_from([-1.0, 1.0]))
 
 
-def built(layer_id, d_in, dtype, seed):
-    layer = LAYERS[layer_id]()
-    rng = np.random.default_rng(seed)
-    layer.build(d_in, rng, dtype)
-    if isinstance(layer, nn.Dense):
-        layer.bias.value[...] = rng.uniform(-1, 1, layer.bias.shape)
-    return layer
-
-
-def pre_activation(layer, x):
-    return x @ layer.weight.value + layer.bias.value if isinstance(layer, nn.Dense) else x
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("layer_id", sorted(LAYERS))
+@pytest.mark.parametrize("layer_id", IDS)
 @PROPS
 @given(data=st.data(), shape=shapes, seed=st.integers(0, 2**16))
 def test_layer_keeps_dtype_and_never_mutates_inputs(layer_id, dtype, data, shape, seed):
-    n, d_in = shape
-    layer = built(layer_id, d_in, dtype, seed)
+    n, d_in = shape[0], CASES[layer_id].input_width(shape[1])
+    layer = build(layer_id, d_in, dtype, seed, spread=1.0)
     x = data.draw(hnp.arrays(dtype, (n, d_in), elements=values))
     params_before = [p.value.copy() for p in layer.parameters()]
     x_before = x.copy()
@@ -68,13 +46,15 @@ def test_layer_keeps_dtype_and_never_mutates_inputs(layer_id, dtype, data, shape
     assert not np.shares_memory(dx, x) and not np.shares_memory(dx, g) and not np.shares_memory(y, x)
 
 
-@pytest.mark.parametrize("layer_id", sorted(LAYERS))
+@pytest.mark.parametrize("layer_id", IDS)
 @PROPS
 @given(data=st.data(), shape=shapes, seed=st.integers(0, 2**16))
 def test_layer_passes_gradient_check(layer_id, data, shape, seed):
-    n, d_in = shape
-    layer = built(layer_id, d_in, np.float64, seed)
-    kinked = any(k in layer_id for k in KINKED)
+    """In training mode: Dropout with rate > 0 through its fixed-mask variant, BatchNormalization through the
+    batch statistics."""
+    n, d_in = shape[0], CASES[layer_id].input_width(shape[1])
+    layer = build(layer_id, d_in, np.float64, seed, spread=1.0, fixed=True)
+    kinked = CASES[layer_id].kinked
     x = data.draw(hnp.arrays(np.float64, (n, d_in), elements=AWAY_FROM_0 if kinked else st.floats(-3, 3)))
     if kinked:  # eps = 1e-6 moves a pre-activation by at most |x| or |W| times eps, far less than 1e-3
         assume(np.abs(pre_activation(layer, x)).min() >= 1e-3)

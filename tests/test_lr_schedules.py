@@ -1,5 +1,5 @@
-"""Learning-rate schedules and ReduceLROnPlateau: the rate sequences, worked by hand, through fit and
-driven hook by hook; resuming; validation."""
+"""nnlib/callbacks/lr_schedules.py: learning-rate schedules and ReduceLROnPlateau: the rate sequences,
+worked by hand, through fit and driven hook by hook; resuming; validation."""
 
 from __future__ import annotations
 
