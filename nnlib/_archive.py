@@ -18,14 +18,12 @@ business; this module imports nothing from nnlib.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 import os
 import re
 import struct
-import tempfile
 import tokenize
 import zipfile
 import zlib
@@ -51,16 +49,24 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _sha256(data: bytes) -> str:
+    import hashlib  # here, not at the top: hashlib and tempfile cost ~14 ms of every `import nnlib`
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_archive(path: str | os.PathLike[str], members: dict[str, bytes], version: int) -> None:
     """Write ``members`` and their manifest (format ``version``) to ``path`` atomically.
 
     The zip is written to a temporary file in the same folder, synced, then moved into
     place with ``os.replace``: a crash mid-save leaves the previous file intact.
     """
+    import tempfile  # see _sha256
+
     manifest = {
         "format": FORMAT,
         "format_version": version,
-        "members": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        "members": {name: {"size": len(data), "sha256": _sha256(data)}
                     for name, data in members.items()},
     }
     path = os.fspath(path)
@@ -220,7 +226,7 @@ def _read_members(f: Any, file_size: int, zf: zipfile.ZipFile, path: str, member
         if info.file_size != entry["size"]:  # before inflating anything
             raise ValueError(f"{path}: member {name} has size {info.file_size}, the manifest says {entry['size']}")
         data = _read_member(f, file_size, info, entry["size"], path)
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        if _sha256(data) != entry["sha256"]:
             raise ValueError(f"{path}: member {name} fails its SHA-256 check against the manifest")
         out[name] = data
     return out, version
