@@ -7,6 +7,8 @@
 The layout and the import rule are drawn in the README's "Layout" section.
 """
 
+import importlib
+
 from . import callbacks, data, datasets, functional, initializers, layers, losses, metrics, optimizers
 from .callbacks import (
     Callback,
@@ -34,6 +36,13 @@ from .parameter import Parameter
 from .saving import load_model
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``nn.monitor`` and ``nn.schedules``, deprecated modules of the old layout, load on first use (with a warning)."""
+    if name in ("monitor", "schedules", "training_layers"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Sequential",

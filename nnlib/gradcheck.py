@@ -57,23 +57,27 @@ class GradCheckResult:
 
 
 def _as_float64(obj: Any) -> Any:
-    """A float64 copy of a layer or model (parameters cast, caches dropped)."""
-    obj = copy.deepcopy(obj)
-    layers = obj.layers if isinstance(obj, Sequential) else [obj]
-    if isinstance(obj, Sequential):
-        obj.dtype = np.dtype(np.float64)
-        obj._buffers = {}
-    for layer in layers:
-        stack = [layer] + [getattr(layer, "activation", None)]
-        for item in filter(None, stack):
-            item.dtype = np.dtype(np.float64)
-            item._buffers = {}
-        for p in layer.parameters():
-            p.value = p.value.astype(np.float64)
-            p.grad = np.zeros_like(p.value)
-    if isinstance(obj, Sequential):
-        obj._params = [p for layer in obj.layers for p in layer.parameters()]
-    return obj
+    """A float64 copy of a layer or model (parameters cast, caches dropped); the original is untouched."""
+    if isinstance(obj, Sequential):  # rebuilt through the model's public methods: weights, layer state, compile
+        model = Sequential([copy.deepcopy(layer) for layer in obj.layers], seed=obj.seed, dtype="float64",
+                           name=obj.name)
+        if not model.built:
+            model.build(obj.input_dim)
+        model.set_weights(obj.get_weights())
+        for layer, original in zip(model.layers, obj.layers):
+            if original.get_state():
+                layer.set_state(original.get_state())
+        if obj.loss is not None:
+            model.compile(optimizer=copy.deepcopy(obj.optimizer), loss=copy.deepcopy(obj.loss))
+        return model
+    layer = copy.deepcopy(obj)
+    for item in filter(None, [layer, getattr(layer, "activation", None)]):
+        item.dtype = np.dtype(np.float64)
+        item._buffers = {}
+    for p in layer.parameters():
+        p.value = p.value.astype(np.float64)
+        p.grad = np.zeros_like(p.value)
+    return layer
 
 
 def _built_float64(layer: Layer, input_dim: int, seed: int) -> Layer:

@@ -12,8 +12,8 @@ import pytest
 import nnlib as nn
 
 # The public names of nnlib and of its family modules at commit df81fa2 (before the house was rebuilt),
-# less the modules that moved (nnlib.monitor, nnlib.schedules, nnlib.training_layers: see CHANGELOG.md)
-# and the modules' own imports (np, math, ...). Each must still be importable from the same place.
+# less the modules that moved (nnlib.monitor, nnlib.schedules, nnlib.training_layers: deprecated aliases,
+# tested below) and the modules' own imports (np, math, ...). Each must still be importable from the same place.
 PUBLIC_BEFORE = {
     "nnlib": (
         "Adam AdamW BatchNormalization BinaryCrossEntropy CSVLogger Callback ConvergenceStop CosineDecay "
@@ -50,6 +50,29 @@ def test_every_public_name_of_the_old_layout_still_resolves(module):
     assert missing == []
     for name in getattr(mod, "__all__", []):
         assert hasattr(mod, name), f"{module}.__all__ names {name}, which does not exist"
+
+
+OLD_MODULES = {
+    "monitor": ["GradientHealthWarning", "GradientMonitor", "explain"],
+    "schedules": ["StepDecay", "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau", "LearningRateSchedule"],
+    "training_layers": ["Dropout", "BatchNormalization"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_MODULES))
+def test_the_old_module_paths_still_work_and_say_they_are_deprecated(name):
+    """nnlib.monitor and nnlib.schedules were in nnlib.__all__; they (and nnlib.training_layers) still
+    import, as attributes too, warn once with the new place, and hold the very same objects."""
+    sys.modules.pop(f"nnlib.{name}", None)
+    vars(nn).pop(name, None)
+    with pytest.warns(DeprecationWarning, match=rf"nnlib\.{name} is deprecated: import .* from nnlib"):
+        old = getattr(nn, name)
+    assert old is importlib.import_module(f"nnlib.{name}")
+    for attr in OLD_MODULES[name]:
+        home = nn.callbacks if attr == "LearningRateSchedule" else nn
+        assert getattr(old, attr) is getattr(home, attr)
+    with pytest.raises(AttributeError, match="module 'nnlib' has no attribute 'nonexistent'"):
+        nn.nonexistent  # noqa: B018
 
 
 def test_the_moved_names_point_at_one_object():
