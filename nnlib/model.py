@@ -153,6 +153,8 @@ class Sequential:
         """Raw outputs ``(N, D_out)`` of a checked batch ``x`` ``(N, D_in)`` (see :meth:`prepare_inputs`),
         left to right; ``training`` turns on Dropout masks and batch statistics. The array is the
         last layer's buffer: valid until the next pass."""
+        if not self.built:
+            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before forward()")
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -161,6 +163,8 @@ class Sequential:
         """The chain rule right to left from ``grad = dL/d(output)`` ``(N, D_out)``: fills every
         parameter's ``grad``; returns dL/dx ``(N, D_in)`` when ``input_grad`` (nobody needs it in
         training), else None."""
+        if not self.built:
+            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before backward()")
         first_trainable = self.layers[self._first_trainable]
         first_trainable.needs_input_grad = input_grad or not self._params
         try:

@@ -58,6 +58,17 @@ def _registered_name(obj: Any, registry: Any) -> str:
     return name
 
 
+def _model_name(model: Any) -> str:
+    """The registered model class ``model`` is, or derives from (a user's subclass of Sequential
+    that registers nothing is saved, and loads, as the Sequential it extends)."""
+    for cls in type(model).__mro__:
+        name = getattr(cls, "registered_name", None)
+        if name in models and models.lookup(name) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} derives from no model class in nnlib.saving.models; "
+                     "register it with @nnlib.saving.models.register(name) to save it")
+
+
 def _named(obj: Any, registry: Any) -> dict[str, Any]:
     return {"name": _registered_name(obj, registry), "config": obj.get_config()}
 
@@ -65,7 +76,7 @@ def _named(obj: Any, registry: Any) -> dict[str, Any]:
 def model_config(model: Any) -> dict[str, Any]:
     """The JSON-able description of a model: architecture, compile settings, dtype, seed."""
     config: dict[str, Any] = {
-        "model": _registered_name(model, models),
+        "model": _model_name(model),
         "name": model.name, "seed": model.seed, "dtype": model.dtype.name, "input_dim": model.input_dim,
         "layers": [_named(layer, layers_module.registry) for layer in model.layers],
     }

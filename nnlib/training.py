@@ -93,9 +93,13 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
                 try:
                     loss, out = model.train_step(xb, yb)
                 except FloatingPointError as exc:  # nothing was updated in this step
-                    if not callback_list.on_nonfinite_step(epoch, step, exc):
+                    handler = callback_list.on_nonfinite_step(epoch, step, exc)
+                    if handler is None:
                         raise FloatingPointError(f"epoch {epoch + 1}, batch {step + 1}: {exc}") from None
-                    stopped_mid_epoch = True
+                    model.stop_training = stopped_mid_epoch = True
+                    model.stop_reason = model.stop_reason or (
+                        f"non-finite loss or gradient in epoch {epoch + 1}, batch {step + 1}; stopped by "
+                        f"{type(handler).__name__}")
                     break
                 figures = batch_figures(model, loss, yb, out)
                 sums = [total + xb.shape[0] * f for total, f in zip(sums, figures)]

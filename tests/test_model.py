@@ -532,3 +532,11 @@ def test_copied_model_keeps_training_its_own_weights(how):
     assert not np.array_equal(before[0], clone.get_weights()[0])
     for a, b in zip(model.get_weights(), clone.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_public_passes_need_a_built_model():
+    model = nn.Sequential([nn.ReLU(), nn.Dense(2)], seed=0)
+    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_dim\), before forward\(\)"):
+        model.forward(np.ones((2, 3), np.float32))
+    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_dim\), before backward\(\)"):
+        model.backward(np.ones((2, 2), np.float32))

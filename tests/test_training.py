@@ -180,6 +180,19 @@ def test_an_unhandled_nonfinite_step_raises_with_its_place_and_changes_nothing_a
     assert len(seen) == 1 and model.optimizer.iterations == 4
 
 
+class OnlySaysYes(nn.Callback):
+    def on_nonfinite_step(self, epoch, batch, error):
+        return True
+
+
+def test_a_handler_that_only_returns_true_still_stops_fit_with_a_reason():
+    model = nan_model()
+    history = model.fit(X, T, epochs=4, batch_size=8, verbose=0, tol=None, callbacks=[OnlySaysYes()])
+    assert model.stop_training and history.epoch == [0] and history.stopped_epoch == 1
+    assert history.stop_reason == model.stop_reason == (
+        "non-finite loss or gradient in epoch 2, batch 2; stopped by OnlySaysYes")
+
+
 def test_the_default_hook_declines():
     assert nn.Callback().on_nonfinite_step(0, 0, FloatingPointError("x")) is False
 

@@ -58,9 +58,22 @@ class Callback:
         """Step ``batch`` of ``epoch`` (both 0-based) met a non-finite loss or gradient.
 
         ``fit`` checks every step before the optimizer touches the weights. Return True
-        to have ``fit`` stop cleanly there (after setting ``model.stop_training`` and
-        ``model.stop_reason``, and making the weights finite); if no callback returns
-        True, ``fit`` raises ``error`` with the epoch and batch in its message.
+        to have ``fit`` stop cleanly there, after the weights are made finite if they are
+        not (``fit`` then sets ``model.stop_training``, and a ``model.stop_reason`` naming
+        this callback unless it set one); if no callback returns True, ``fit`` raises
+        ``error`` with the epoch and batch in its message.
+
+        Parameters
+        ----------
+        epoch, batch : int
+            Where the step failed, 0-based.
+        error : FloatingPointError
+            What the step's check found (the loss or the parameter whose gradient).
+
+        Returns
+        -------
+        bool
+            True when this callback handled it; the default declines.
         """
         return False
 
@@ -76,7 +89,6 @@ class CallbackList:
         self.model = model
         #: the callbacks that override on_batch_end: fit builds batch logs only for them
         self.batch_callbacks = [cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
-        self.history = next((cb for cb in self.callbacks if isinstance(cb, History)), None)
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
@@ -103,9 +115,12 @@ class CallbackList:
         for cb in self.batch_callbacks:
             cb.on_batch_end(batch, logs)
 
-    def on_nonfinite_step(self, epoch: int, batch: int, error: FloatingPointError) -> bool:
-        """Offer the failure to every callback in turn; True once one has handled it (the rest are not asked)."""
-        return any(cb.on_nonfinite_step(epoch, batch, error) for cb in self.callbacks)
+    def on_nonfinite_step(self, epoch: int, batch: int, error: FloatingPointError) -> Callback | None:
+        """Offer the failure to every callback in turn; the first that handles it (returns True), or None.
+
+        The callbacks after the one that handled it are not asked.
+        """
+        return next((cb for cb in self.callbacks if cb.on_nonfinite_step(epoch, batch, error)), None)
 
 
 class History(Callback):

@@ -95,10 +95,11 @@ class ProgressLogger(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one CSV row per epoch: ``epoch`` (0-based, as Keras and ``History.epoch``) then every logged value.
+    """Write one CSV row per epoch: ``epoch`` (0-based, as Keras and ``History.epoch``) then what ``fit`` logs.
 
     The columns are ``epoch`` followed by the names ``fit`` logs (``loss``, the
-    metrics, then the ``val_`` entries), written as a header line. Each row is
+    metrics, then the ``val_`` entries), written as a header line; figures other
+    callbacks add to the logs (``lr``, ``grad_norm/...``) are in History, not here. Each row is
     written and flushed when its epoch ends (the file is opened and closed each
     time), so the log survives a crash. Values are written with ``repr``, so they
     read back as the exact floats in ``History``.

@@ -25,7 +25,7 @@ for name, opt in [("adam", nn.Adam(lr=0.01)), ("momentum", nn.Momentum(lr=0.05, 
         for i, p in enumerate(model.parameters()):
             m, v = model.optimizer.moments(p)
             arrays[f"torch_{i}_m"], arrays[f"torch_{i}_v"] = m, v
-    # one more epoch after a round trip, for the resume check
+    # one more epoch of the same model in memory: what a resumed run should reach
     model.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, verbose=0, tol=None)
     arrays["weights_after_epoch_3"] = np.concatenate([w.ravel() for w in model.get_weights()])
     np.savez(f"tests/data/legacy_v1_{name}_expected.npz", **arrays)
