@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as metrics_module
-from ._validation import check_choice, check_int, check_number, check_positive_int
+from ._validation import check_choice, check_int, check_name, check_number, check_positive_int
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
 from .data import BatchIterator, chunks, epoch_rng, split_indices
 
@@ -44,6 +44,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     if initial_epoch >= epochs:
         raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}")
     check_choice(verbose, "verbose", (0, 1, 2))
+    check_name(monitor, "monitor")  # its type, whether or not the stop rule is on; its value below
     if validation_data is not None and validation_split is not None:
         raise ValueError("pass validation_data or validation_split, not both")
     if validation_split is not None:

@@ -222,3 +222,14 @@ def test_evaluate_arrays_over_chosen_rows_equals_evaluate_on_them():
     assert got.keys() == want.keys()
     for key in got:
         assert got[key] == pytest.approx(want[key], rel=1e-6)
+
+
+@pytest.mark.parametrize("tol", [1e-4, None], ids=["stop_rule", "no_stop_rule"])
+def test_fit_checks_monitor_by_one_rule_with_or_without_the_stop_rule(tol):
+    model = classifier()
+    with pytest.raises(TypeError, match="monitor must be a non-empty str, got 3"):
+        model.fit(X, Y, epochs=1, verbose=0, tol=tol, monitor=3)
+    with pytest.raises(ValueError, match="monitor must be one of 'loss', 'accuracy', got 'val_loss'"):
+        model.fit(X, Y, epochs=1, verbose=0, tol=tol, monitor="val_loss")
+    assert not model.built  # nothing changed
+
