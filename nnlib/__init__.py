@@ -39,7 +39,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``nn.monitor`` and ``nn.schedules``, deprecated modules of the old layout, load on first use (with a warning)."""
+    """The deprecated modules of the old layout (``nn.monitor``, ``nn.schedules``, ``nn.training_layers``)
+    load on first use, with a DeprecationWarning."""
     if name in ("monitor", "schedules", "training_layers"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

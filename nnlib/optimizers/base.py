@@ -111,12 +111,11 @@ class Optimizer:
             if group.state is None:
                 group.flatten_state(self._state, self.slots)
             self._apply(group.flat_value, group.flat_grad, group.state, group.scratch)
-            states = [group.state]
         else:
             for p in params:
                 self._apply(p.value, p.grad, self._param_state(p), np.empty_like(p.value))
-            states = [self._state[p] for p in params]
-        if self.iterations % FLUSH_EVERY == 0:
+        if self.iterations % FLUSH_EVERY == 0:  # the state lists are built only then, not every step
+            states = [group.state] if group.packed else [self._state[p] for p in params]
             flush_subnormals(states, {slot: float(d) for slot, d in self._decays().items()}, group.scratch)
 
     def _decays(self) -> dict[str, float]:
