@@ -28,7 +28,19 @@ from .callbacks import (
 )
 from .explain import explain
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
-from .layers import BatchNormalization, Dense, Dropout, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .layers import (
+    BatchNormalization,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Tanh,
+)
 from .losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
@@ -51,6 +63,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "BatchNormalization",
+    "Flatten",
+    "Reshape",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",

@@ -3,7 +3,7 @@
 A file is a zip whose ``manifest.json`` lists every other member with its size and
 SHA-256::
 
-    {"format": "nnlib", "format_version": 2,
+    {"format": "nnlib", "format_version": 3,
      "members": {name: {"size": bytes, "sha256": hex}}}
 
 Reading allocates no more than the file and its manifest declare, within fixed bounds

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["check_number", "check_int", "check_positive_int", "check_bool", "check_choice", "check_name",
-           "check_path", "check_float_dtype"]
+           "check_path", "check_float_dtype", "check_shape", "check_pair", "format_shape"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -100,6 +100,40 @@ def check_positive_int(value: Any, what: str) -> int:
     if n <= 0:
         raise ValueError(f"{what} must be a positive int, got {value!r}")
     return n
+
+
+def check_shape(value: Any, what: str) -> tuple[int, ...]:
+    """A per-sample shape as a tuple of positive ints: an int ``D`` means ``(D,)``; a list or tuple
+    of positive ints is accepted as is. TypeError for other types, ValueError for an empty shape
+    or a size <= 0: "input_shape must be a tuple of positive ints, got (28, 0)"."""
+    if _is_int(value):
+        return (check_positive_int(value, what),)
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{what} must be an int or a tuple of positive ints, got {value!r}")
+    if not all(_is_int(v) for v in value):
+        raise TypeError(f"{what} must be a tuple of positive ints, got {value!r}")
+    if not value or any(int(v) <= 0 for v in value):
+        raise ValueError(f"{what} must be a non-empty tuple of positive ints, got {tuple(value)!r}")
+    return tuple(int(v) for v in value)
+
+
+def check_pair(value: Any, what: str) -> tuple[int, int]:
+    """``(a, b)`` of positive ints from an int (used twice) or a pair, as Keras's ``kernel_size=3``."""
+    if _is_int(value):
+        n = check_positive_int(value, what)
+        return n, n
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{what} must be a positive int or a pair of them, got {value!r}")
+    return check_positive_int(value[0], what), check_positive_int(value[1], what)
+
+
+def format_shape(shape: tuple[int, ...], batch: str = "N") -> str:
+    """``(N, 28, 28, 1)``: a batch of per-sample ``shape`` as messages and summaries write it."""
+    return "(" + ", ".join([batch, *map(str, shape)]) + ")"
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
 
 
 def check_bool(value: Any, what: str) -> bool:

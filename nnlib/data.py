@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _blas
 from ._buffers import cached_buffer
-from ._validation import check_number, check_positive_int
+from ._validation import check_number, check_positive_int, format_shape
 
 __all__ = [
     "check_features",
@@ -32,22 +32,25 @@ INIT_STREAM, SHUFFLE_STREAM, SPLIT_STREAM = 0, 1, 2
 _CHECK_CHUNK_ELEMENTS = 1 << 20
 
 
-def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features: int | None = None) -> np.ndarray:
-    """Validate a feature matrix and cast it once to ``dtype``.
+def check_features(x: Any, what: str = "x", dtype: Any = np.float32,
+                   n_features: int | tuple[int, ...] | None = None, *, any_rank: bool = False) -> np.ndarray:
+    """Validate a batch of samples and cast it once to ``dtype``.
 
     Parameters
     ----------
-    x : array-like of shape (N, D)
+    x : array-like of shape (N, D), or (N, ...) with ``any_rank``
     what : str
         The argument's name, for error messages.
     dtype : dtype
         The model's dtype; ``x`` is cast (copied only if needed) and made contiguous.
-    n_features : int, optional
-        Expected D.
+    n_features : int or tuple of int, optional
+        Expected D, or the expected per-sample shape (``(28, 28, 1)``).
+    any_rank : bool, default False
+        Accept samples of any shape (images), not only flat ones.
 
     Returns
     -------
-    ndarray of shape (N, D)
+    ndarray of the shape of ``x``
 
     Raises
     ------
@@ -55,7 +58,7 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features:
         For non-numeric data.
     ValueError
         For a wrong number of dimensions, an empty array, NaN or inf (or values too large
-        for ``dtype``), or a wrong D.
+        for ``dtype``), or a wrong D or sample shape.
     """
     try:
         arr = np.asarray(x)
@@ -63,26 +66,33 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32, n_features:
         raise ValueError(f"{what} could not be read as an array: {exc}") from None
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
         raise TypeError(f"{what} must hold numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
+    expected = (n_features,) if isinstance(n_features, int) else n_features
+    if arr.ndim < 2 or (arr.ndim != 2 and not any_rank and expected is None) or (
+            expected is not None and len(expected) == 1 and arr.ndim != 2):
         hint = "; for one feature use x.reshape(-1, 1)" if arr.ndim == 1 else ""
+        if expected is not None and len(expected) > 1:
+            raise ValueError(f"{what} must have shape {format_shape(expected)}, got shape {arr.shape}")
         raise ValueError(f"{what} must be 2-D of shape (N, D), got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
+    if arr.size == 0:
         raise ValueError(f"{what} is empty (shape {arr.shape})")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {n_features}")
+    if expected is not None and arr.shape[1:] != tuple(expected):
+        if len(expected) == 1:
+            raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {expected[0]}")
+        hint = "; add the channel axis with x[..., None]" if arr.shape[1:] + (1,) == tuple(expected) else ""
+        raise ValueError(f"{what} has samples of shape {arr.shape[1:]}, the model expects {tuple(expected)}{hint}")
     with np.errstate(over="ignore"):  # a float64 1e300 becomes inf in float32: reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
     bad = _first_nonfinite(out)
     if bad is not None:
-        row, col = bad
-        value = arr[row, col]  # as the caller gave it
+        value = arr[bad]  # as the caller gave it
         too_large = f", too large for {out.dtype}" if np.isfinite(value) else ""
-        raise ValueError(f"{what} contains {value} at row {row}, column {col}{too_large}")
+        where = f"row {bad[0]}, column {bad[1]}" if arr.ndim == 2 else f"index {bad}"
+        raise ValueError(f"{what} contains {value} at {where}{too_large}")
     return out
 
 
-def _first_nonfinite(x: np.ndarray) -> tuple[int, int] | None:
-    """(row, column) of the first NaN or inf in ``x`` (C-contiguous, 2-D), or None.
+def _first_nonfinite(x: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first NaN or inf in ``x`` (C-contiguous, at least 2-D), or None.
 
     ``sum(|x|)`` is finite exactly when every entry is, unless finite entries summing
     past the dtype's maximum (~3e38 for float32) overflow it: one read clears almost
@@ -90,11 +100,11 @@ def _first_nonfinite(x: np.ndarray) -> tuple[int, int] | None:
     """
     if math.isfinite(_blas.abs_sum(x.reshape(-1))):
         return None
-    rows = max(1, _CHECK_CHUNK_ELEMENTS // x.shape[1])
-    for start in range(0, x.shape[0], rows):  # chunks: no (N, D) boolean temporary
+    rows = max(1, _CHECK_CHUNK_ELEMENTS // (x.size // x.shape[0]))
+    for start in range(0, x.shape[0], rows):  # chunks: no (N, ...) boolean temporary
         bad = np.argwhere(~np.isfinite(x[start:start + rows]))
         if bad.size:
-            return start + int(bad[0, 0]), int(bad[0, 1])
+            return (start + int(bad[0, 0]), *map(int, bad[0, 1:]))
     return None
 
 
@@ -109,7 +119,7 @@ class BatchIterator:
 
     Parameters
     ----------
-    x : ndarray of shape (N, D)
+    x : ndarray of shape (N, ...)
         Already checked and cast (:func:`check_features`).
     y : ndarray of shape (N,) or (N, D_out)
     batch_size : int > 0
@@ -133,8 +143,9 @@ class BatchIterator:
             yield self.gather(idx), self.y[idx]
 
     def gather(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``x[idx]`` copied into the iterator's buffer, shape (len(idx), D)."""
-        x, n, width = self.x, idx.shape[0], self.x.shape[1]
+        """Samples ``x[idx]`` copied into the iterator's buffer, shape (len(idx), ...)."""
+        x, n = self.x, idx.shape[0]
+        width = x.size // x.shape[0]  # numbers per sample
         if self._flat is not None:
             # Read each row's first element first: these loads are independent, so they are in
             # flight together and start the hardware prefetchers on every row before the row
@@ -144,7 +155,8 @@ class BatchIterator:
             self._flat.take(starts, out=cached_buffer(self._buffers, "touched", (n,), x.dtype))
         # mode="clip": the indices are valid by construction, and mode="raise" would gather
         # into a hidden temporary before copying into `out` (measured 30% slower)
-        return np.take(x, idx, axis=0, out=cached_buffer(self._buffers, "xb", (n, width), x.dtype), mode="clip")
+        return np.take(x, idx, axis=0, out=cached_buffer(self._buffers, "xb", (n, *x.shape[1:]), x.dtype),
+                       mode="clip")
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:

@@ -19,10 +19,10 @@ from . import _blas, saving, training
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from ._validation import check_float_dtype, check_int, check_positive_int
+from ._validation import check_float_dtype, check_int, check_positive_int, check_shape, format_shape
 from .callbacks import Callback, History
 from .data import INIT_STREAM, check_features
-from .layers import Dense, Layer
+from .layers import Layer
 from .parameter import Parameter, pack
 
 __all__ = ["Sequential"]
@@ -67,21 +67,31 @@ class Sequential:
         self.stop_training = False
         self.stop_reason = ""
         self.history: History | None = None
-        self.input_dim: int | None = None
-        self.output_dim: int | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
         self._params: list[Parameter] = []
         self._flat_grads: np.ndarray | None = None
         self._first_trainable = 0
         for layer in layers or []:
             self.add(layer)
         first = self.layers[0] if self.layers else None
-        if isinstance(first, Dense) and first.declared_input_dim is not None:
-            self.build(first.declared_input_dim)
+        if first is not None and first.declared_input_shape is not None:
+            self.build(first.declared_input_shape)
 
     # -- structure ----------------------------------------------------------------
     @property
     def built(self) -> bool:
-        return self.output_dim is not None
+        return self.output_shape is not None
+
+    @property
+    def input_dim(self) -> int | None:
+        """D_in for flat samples (``input_shape == (D_in,)``), None for images or before build."""
+        return self.input_shape[0] if self.input_shape is not None and len(self.input_shape) == 1 else None
+
+    @property
+    def output_dim(self) -> int | None:
+        """D_out, the width of the outputs (``output_shape == (D_out,)``), or None."""
+        return self.output_shape[0] if self.output_shape is not None and len(self.output_shape) == 1 else None
 
     def add(self, layer: Layer) -> None:
         """Append a layer; it gets a unique name such as ``dense_2`` if it has none."""
@@ -98,21 +108,23 @@ class Sequential:
             raise ValueError(f"layer name {layer.name!r} is already used in the model")
         self.layers.append(layer)
 
-    def build(self, input_dim: int) -> None:
-        """Create every layer's parameters for inputs of width ``input_dim``.
+    def build(self, input_shape: int | tuple[int, ...]) -> None:
+        """Create every layer's parameters for samples of shape ``input_shape``.
 
-        Parameters end up as views into one contiguous buffer (and their gradients
-        into another), so optimizers update them all with whole-buffer operations.
+        ``input_shape`` is per sample, as Keras's: ``784`` or ``(784,)`` for flat
+        inputs, ``(28, 28, 1)`` for channels-last images. Every layer's shape is
+        checked before any parameter is created. Parameters end up as views into one
+        contiguous buffer (and their gradients into another), so optimizers update
+        them all with whole-buffer operations.
         """
-        input_dim = check_positive_int(input_dim, "input_dim")
-        if not self.layers:
-            raise ValueError("cannot build a model with no layers")
+        input_shape = check_shape(input_shape, "input_shape")
+        self._infer_output_shape(input_shape)  # every layer's shape checks, before anything is built
         rng = np.random.default_rng([self.seed, INIT_STREAM])
-        dim = input_dim
+        shape = input_shape
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense) and i + 1 < len(self.layers):
+            if hasattr(layer, "next_activation") and i + 1 < len(self.layers):
                 layer.next_activation = self.layers[i + 1]
-            dim = layer.build(dim, rng, self.dtype)
+            shape = layer.build(shape, rng, self.dtype)
         self._params = [p for layer in self.layers for p in layer.parameters()]
         self._flat_grads = pack(self._params, self.dtype)[1]
         # Nobody needs dL/dx at or before the first layer that has parameters.
@@ -120,7 +132,7 @@ class Sequential:
         self._first_trainable = trainable[0] if trainable else 0
         for i, layer in enumerate(self.layers):
             layer.needs_input_grad = i != self._first_trainable or not trainable
-        self.input_dim, self.output_dim = input_dim, dim
+        self.input_shape, self.output_shape = input_shape, tuple(shape)
 
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter, in layer order."""
@@ -150,11 +162,12 @@ class Sequential:
 
     # -- the two passes -----------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Raw outputs ``(N, D_out)`` of a checked batch ``x`` ``(N, D_in)`` (see :meth:`prepare_inputs`),
+        """Raw outputs ``(N, *output_shape)`` of a checked batch ``x`` ``(N, *input_shape)`` (see
+        :meth:`prepare_inputs`),
         left to right; ``training`` turns on Dropout masks and batch statistics. The array is the
         last layer's buffer: valid until the next pass."""
         if not self.built:
-            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before forward()")
+            raise RuntimeError("the model is not built: fit it, or call build(input_shape), before forward()")
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -164,7 +177,7 @@ class Sequential:
         parameter's ``grad``; returns dL/dx ``(N, D_in)`` when ``input_grad`` (nobody needs it in
         training), else None."""
         if not self.built:
-            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before backward()")
+            raise RuntimeError("the model is not built: fit it, or call build(input_shape), before backward()")
         first_trainable = self.layers[self._first_trainable]
         first_trainable.needs_input_grad = input_grad or not self._params
         try:
@@ -208,32 +221,37 @@ class Sequential:
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"call model.compile(optimizer=..., loss=...) before {what}()")
 
-    def prepare_inputs(self, x: Any, y: Any, what: str = "x", y_what: str = "y", n_features: int | None = None,
+    def prepare_inputs(self, x: Any, y: Any, what: str = "x", y_what: str = "y",
+                       sample_shape: tuple[int, ...] | None = None,
                        build: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """``(x (N, D_in), y)`` checked as ``fit`` checks them and cast once to the model's dtype, the
-        targets as the loss reads them (needs ``compile``). ``what``/``y_what`` name the arguments in
-        errors, ``n_features`` is an unbuilt model's expected D_in; ``build`` builds an unbuilt model
-        once every check has passed (with False nothing changes: ``fit`` checks more first)."""
-        x = check_features(x, what, self.dtype, self.input_dim or n_features)
+        """``(x (N, *input_shape), y)`` checked as ``fit`` checks them and cast once to the model's dtype,
+        the targets as the loss reads them (needs ``compile``). ``what``/``y_what`` name the arguments in
+        errors, ``sample_shape`` is an unbuilt model's expected per-sample shape; ``build`` builds an
+        unbuilt model once every check has passed (with False nothing changes: ``fit`` checks more first)."""
+        x = check_features(x, what, self.dtype, self.input_shape or sample_shape, any_rank=True)
         try:
             n_targets = len(y)
         except TypeError:
             raise TypeError(f"{y_what} must be an array, got {type(y).__name__}") from None
         if n_targets != x.shape[0]:
             raise ValueError(f"{what} and {y_what} have different lengths: {x.shape[0]} and {n_targets}")
-        n_outputs = self.output_dim if self.built else self._infer_output_dim(x.shape[1])
-        y = self.loss.prepare_targets(y, n_outputs, self.dtype, y_what)
+        output_shape = self.output_shape if self.built else self._infer_output_shape(x.shape[1:])
+        if len(output_shape) != 1:
+            raise ValueError(f"the model's outputs have shape {format_shape(output_shape, 'None')}; the losses take "
+                             "(N, D) outputs: end the model with nn.Flatten() or nn.GlobalAveragePooling2D()")
+        y = self.loss.prepare_targets(y, output_shape[0], self.dtype, y_what)
         if build and not self.built:
-            self.build(x.shape[1])
+            self.build(x.shape[1:])
         return x, y
 
-    def _infer_output_dim(self, input_dim: int) -> int:
+    def _infer_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Every layer's output shape in turn, checked, without building anything."""
         if not self.layers:
             raise ValueError("the model has no layers")
-        dim = input_dim
+        shape = input_shape
         for layer in self.layers:
-            dim = layer.output_dim_for(dim)
-        return dim
+            shape = layer.compute_output_shape(shape)
+        return tuple(shape)
 
     # -- training -----------------------------------------------------------------
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
@@ -244,7 +262,8 @@ class Sequential:
 
         Parameters
         ----------
-        x : array-like of shape (N, D_in)
+        x : array-like of shape (N, *input_shape)
+            ``(N, D_in)`` for flat samples, ``(N, H, W, C)`` for images (channels last).
         y : array-like of shape (N,) or (N, D_out)
             Integer labels or one-hot rows for softmax cross-entropy; values for MSE.
         epochs : int > 0, default 1
@@ -314,7 +333,7 @@ class Sequential:
         self.require_compiled("evaluate")
         batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
         if not self.built:
-            raise RuntimeError("the model is not built: fit it, or call build(input_dim), before evaluate()")
+            raise RuntimeError("the model is not built: fit it, or call build(input_shape), before evaluate()")
         x, y = self.prepare_inputs(x, y)
         return training.evaluate_arrays(self, x, y, batch_size=batch_size)
 
@@ -326,20 +345,19 @@ class Sequential:
 
         Parameters
         ----------
-        x : array-like of shape (N, D_in)
+        x : array-like of shape (N, *input_shape)
         batch_size : int, optional
-            Rows per forward pass (default 1024); only memory use depends on it.
+            Samples per forward pass (default 1024); only memory use depends on it.
 
         Returns
         -------
-        ndarray of shape (N, D_out)
+        ndarray of shape (N, *output_shape)
         """
         batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
-        x = check_features(x, "x", self.dtype, self.input_dim)
+        x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True)
         if not self.built:
-            self._infer_output_dim(x.shape[1])
-            self.build(x.shape[1])
-        result = np.empty((x.shape[0], self.output_dim), dtype=self.dtype)
+            self.build(x.shape[1:])
+        result = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
             out = self.forward(x[start:start + batch_size], training=False)
             result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
@@ -356,7 +374,7 @@ class Sequential:
         Every array is checked (count, shape, finite numbers) before any is written.
         """
         if not self.built:
-            raise RuntimeError("the model is not built: call build(input_dim) before set_weights()")
+            raise RuntimeError("the model is not built: call build(input_shape) before set_weights()")
         weights = list(weights)
         if len(weights) != len(self._params):
             raise ValueError(f"set_weights expected {len(self._params)} arrays, got {len(weights)}")
@@ -396,7 +414,7 @@ class Sequential:
         """Print each layer's name and type, output shape and parameter count."""
         rows = [("Layer (type)", "Output shape", "Params")]
         for layer in self.layers:
-            shape = f"(None, {layer.output_dim})" if layer.built else "?"
+            shape = format_shape(layer.output_shape, "None") if layer.built else "?"
             rows.append((f"{layer.name} ({type(layer).__name__})", shape,
                          f"{sum(p.size for p in layer.parameters()):,}" if layer.built else "?"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]

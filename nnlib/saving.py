@@ -1,6 +1,6 @@
 """Model files: architecture, weights, compile settings and state, on top of :mod:`nnlib._archive`.
 
-Members of a ``.nnlib`` file (format version 2)::
+Members of a ``.nnlib`` file (format version 3)::
 
     manifest.json          the archive's checksummed table of members (see nnlib._archive)
     config.json            model, layers, loss, optimizer and metric names + hyperparameters
@@ -11,8 +11,10 @@ Members of a ``.nnlib`` file (format version 2)::
                            layer index and key: running statistics, a dropout generator's
                            position (model files only)
 
-Version 1 files differ in one point: Adam's and AdamW's ``m`` and ``v`` were stored
-rescaled, as ``m / (1 - beta1)`` and ``v / (1 - beta2)``; they are converted on loading.
+Version 3 writes the per-sample ``input_shape`` (a list) where versions 1 and 2 wrote
+the integer ``input_dim``; both are read. Version 1 files also differ in one point:
+Adam's and AdamW's ``m`` and ``v`` were stored rescaled, as ``m / (1 - beta1)`` and
+``v / (1 - beta2)``; they are converted on loading.
 
 Loading never imports or calls anything named in the file: the model class, layers,
 loss, optimizer and metrics are looked up by name in nnlib's own registries (the model
@@ -25,6 +27,7 @@ finite in the model's dtype.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
@@ -40,7 +43,8 @@ from .registry import Registry
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "models", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+MAX_SAMPLE_SIZE = 1 << 31  # numbers per sample a config may declare (a forged (10**9, 10**9) is refused)
 MIN_WIDTH_BOUND = 1 << 16  # widths a config may imply beyond the stored numbers (parameter-free models)
 _STATE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _MEMBER_NAME = re.compile(r"^(config\.json|weights/\d{4,}\.npy|(optimizer|state)/\d{4,}_[a-z][a-z0-9_]*\.npy)$")
@@ -77,7 +81,7 @@ def model_config(model: Any) -> dict[str, Any]:
     """The JSON-able description of a model: architecture, compile settings, dtype, seed."""
     config: dict[str, Any] = {
         "model": _model_name(model),
-        "name": model.name, "seed": model.seed, "dtype": model.dtype.name, "input_dim": model.input_dim,
+        "name": model.name, "seed": model.seed, "dtype": model.dtype.name, "input_shape": list(model.input_shape),
         "layers": [_named(layer, layers_module.registry) for layer in model.layers],
     }
     if model.loss is not None:
@@ -98,7 +102,7 @@ def model_config(model: Any) -> dict[str, Any]:
 def save_model(model: Any, path: str | os.PathLike[str]) -> None:
     """Write ``model`` (architecture, weights, compile settings, optimizer state) to ``path``."""
     if not model.built:
-        raise ValueError("cannot save a model that is not built: fit it or call build(input_dim) first")
+        raise ValueError("cannot save a model that is not built: fit it or call build(input_shape) first")
     members = {"config.json": json.dumps(model_config(model), indent=1).encode()}
     params = model.parameters()
     for i, p in enumerate(params):
@@ -176,29 +180,39 @@ def _check_weights(arrays: list[np.ndarray], shapes: list[tuple[int, ...]], dtyp
     return out
 
 
-def _planned_shapes(layers: list[Any], input_dim: int) -> tuple[list[tuple[int, ...]] | None, int]:
-    """The parameter shapes ``layers`` will create for ``input_dim`` (None when a layer's type
-    is not one whose parameters this function knows) and the widest activation, found without
-    allocating anything, so a forged config cannot make the loader allocate more than the file holds."""
+def _planned_shapes(layers: list[Any], input_shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]] | None, int]:
+    """The parameter shapes ``layers`` will create for samples of ``input_shape`` (None when a layer is
+    not one of nnlib's own, whose :meth:`~nnlib.layers.Layer.parameter_shapes` can be trusted) and the
+    widest last axis of any layer's samples (what state such as BatchNormalization's scales with), found
+    without allocating anything, so a forged config cannot make the loader allocate more than the file holds."""
     shapes: list[tuple[int, ...]] | None = []
-    dim = widest = input_dim
+    shape = input_shape
+    widest = shape[-1]
     for layer in layers:
-        if type(layer) is layers_module.Dense and shapes is not None:
-            shapes += [(dim, layer.units), (layer.units,)]
-        elif type(layer).build is not layers_module.Layer.build:
+        own = type(layer).__module__.startswith("nnlib.")
+        if shapes is not None and own:
+            shapes += [tuple(s) for s in layer.parameter_shapes(shape)]
+        elif not own and type(layer).build is not layers_module.Layer.build:
             shapes = None
-        dim = layer.output_dim_for(dim)
-        widest = max(widest, dim)
+        shape = layer.compute_output_shape(shape)
+        widest = max(widest, shape[-1])
     return shapes, widest
 
 
-def _input_dim(config: dict[str, Any], layers: list[Any], path: str) -> int:
-    dim = config.get("input_dim")
-    if dim is None and type(layers[0]) is layers_module.Dense:
-        dim = layers[0].declared_input_dim
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise ValueError(f"{path}: invalid input_dim {dim!r} in config.json")
-    return dim
+def _input_shape(config: dict[str, Any], layers: list[Any], path: str) -> tuple[int, ...]:
+    shape = config.get("input_shape", config.get("input_dim"))  # input_dim: files of versions 1 and 2
+    if shape is None:
+        shape = layers[0].declared_input_shape
+    if isinstance(shape, list):
+        shape = tuple(shape)
+    if (isinstance(shape, bool) or not isinstance(shape, (int, tuple)) or isinstance(shape, tuple) and (
+            not 0 < len(shape) <= 8 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                               for v in shape))):
+        raise ValueError(f"{path}: invalid input_shape {shape!r:.100} in config.json")
+    shape = shape if isinstance(shape, tuple) else (shape,)
+    if shape[0] < 1 or math.prod(shape) > MAX_SAMPLE_SIZE:
+        raise ValueError(f"{path}: invalid input_shape {shape!r:.100} in config.json")
+    return shape
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
@@ -224,10 +238,10 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     if not isinstance(layer_specs, list) or not layer_specs:
         raise ValueError(f"{path}: config.json lists no layers")
     layers = [_build(layers_module.registry, spec, "layer", path) for spec in layer_specs]
-    input_dim = _input_dim(config, layers, path)
+    input_shape = _input_shape(config, layers, path)
     arrays = _weight_arrays(members, path)
     try:
-        planned, widest = _planned_shapes(layers, input_dim)
+        planned, widest = _planned_shapes(layers, input_shape)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid model config: {exc}") from None
     if planned is not None and planned != [a.shape for a in arrays]:  # before building allocates anything
@@ -240,7 +254,7 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     try:
         model = model_class(layers, seed=config.get("seed"), dtype=config.get("dtype"), name=str(config.get("name")))
         if not model.built:
-            model.build(input_dim)
+            model.build(input_shape)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid model config: {exc}") from None
     params = model.parameters()
@@ -326,7 +340,7 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
     """
     path = os.fspath(path)
     if not model.built:
-        raise RuntimeError("the model is not built: call build(input_dim) before load_weights()")
+        raise RuntimeError("the model is not built: call build(input_shape) before load_weights()")
     members, _ = read_archive(path, _MEMBER_NAME, FORMAT_VERSION)
     parse_json(members["config.json"], "config.json", path)
     arrays = _weight_arrays(members, path)

@@ -60,7 +60,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
         x_val, y_val = model.prepare_inputs(validation_data[0], validation_data[1], "validation x",
-                                            "validation y", n_features=x.shape[1], build=False)
+                                            "validation y", sample_shape=x.shape[1:], build=False)
         val = (x_val, y_val, None)
     elif validation_split is not None:
         labels = y if y.ndim == 1 else None
@@ -70,7 +70,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     logged = names + (["val_" + n for n in names] if val is not None else [])
     check_choice(monitor, "monitor", logged)
     if not model.built:  # every check has passed
-        model.build(x.shape[1])
+        model.build(x.shape[1:])
 
     history = model.history = History()  # as Keras: model.history is the last fit's record
     cbs = [*user_callbacks, *([stop_rule] if stop_rule else []), *([ProgressLogger(verbose)] if verbose else []),

@@ -11,6 +11,7 @@ fails when a layer registered in ``nnlib.layers.registry`` has no case here (:fu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,12 +61,12 @@ class InferenceMode(Layer):
         super().__init__()
         self.layer = layer
         if layer.built:
-            self.input_dim, self.output_dim, self.dtype = layer.input_dim, layer.output_dim, layer.dtype
+            self.input_shape, self.output_shape, self.dtype = layer.input_shape, layer.output_shape, layer.dtype
 
-    def build(self, input_dim, rng, dtype=np.float32):
-        self.output_dim = self.layer.build(input_dim, rng, dtype)
-        self.input_dim, self.dtype = self.layer.input_dim, np.dtype(dtype)
-        return self.output_dim
+    def build(self, input_shape, rng, dtype=np.float32):
+        self.output_shape = self.layer.build(input_shape, rng, dtype)
+        self.input_shape, self.dtype = self.layer.input_shape, np.dtype(dtype)
+        return self.output_shape
 
     def parameters(self):
         return self.layer.parameters()
@@ -90,6 +91,9 @@ class LayerCase:
         whose pre-activations stay clear of 0.
     fixed : for a layer whose training pass draws randomness, the same layer with it fixed: finite
         differences run many training passes and must see one function.
+    image : the one per-sample shape the layer is tested on, for layers of images or other N-D samples
+        (Conv2D, pooling, Flatten); None for flat samples of any (or the one) width.
+    views : the output may be a view of the input (Flatten, Reshape: NumPy's reshape), never a copy.
     """
 
     make: Callable[[], Layer]
@@ -98,6 +102,8 @@ class LayerCase:
     reference: tuple | None = None
     kinked: bool = False
     fixed: Callable[[], Layer] | None = None
+    image: tuple[int, ...] | None = None
+    views: bool = False
 
     def checkable(self) -> Layer:
         """The layer that finite differences in training mode can check."""
@@ -106,6 +112,10 @@ class LayerCase:
     def input_width(self, wanted: int) -> int:
         """``wanted`` if this layer takes it, else its one valid width."""
         return wanted if self.any_width else self.width
+
+    def sample_shape(self, wanted: int) -> tuple[int, ...]:
+        """The per-sample input shape to test with: ``image``, else ``(input_width(wanted),)``."""
+        return self.image if self.image is not None else (self.input_width(wanted),)
 
 
 _KINKED_ACTIVATIONS = ("relu", "leaky_relu")
@@ -134,6 +144,13 @@ CASES: dict[str, LayerCase] = {
     "dropout_default": LayerCase(Dropout, fixed=FrozenDropout),
     "batch_normalization": LayerCase(BatchNormalization),
     "batch_normalization_custom": LayerCase(lambda: BatchNormalization(0.9, 1e-5)),
+    "batch_normalization_image": LayerCase(lambda: BatchNormalization(0.9, 1e-5), image=(2, 2, 2)),
+    "dropout_image": LayerCase(lambda: Dropout(0.4), fixed=lambda: FrozenDropout(0.4), image=(2, 3, 2)),
+    "relu_image": LayerCase(nn.ReLU, reference=ACT_REF["relu"], kinked=True, image=(2, 2, 3)),
+    "flatten": LayerCase(nn.Flatten, image=(2, 3, 2), views=True),
+    "flatten_flat": LayerCase(nn.Flatten, views=True),
+    "reshape": LayerCase(lambda: nn.Reshape((3, 2, 2)), image=(2, 6), views=True),
+    "reshape_inferred": LayerCase(lambda: nn.Reshape((-1, 2), name="r"), image=(12,), views=True),
 }
 IDS = sorted(CASES)
 
@@ -145,7 +162,7 @@ def missing_cases(registry: Registry, cases: dict[str, LayerCase] = CASES) -> li
     return [name for name in canonical if registry.lookup(name) not in covered]
 
 
-def build(case: LayerCase | str, d_in: int, dtype=np.float64, seed: int = 0, spread: float = 0.5,
+def build(case: LayerCase | str, d_in: int | tuple[int, ...], dtype=np.float64, seed: int = 0, spread: float = 0.5,
           fixed: bool = False) -> Layer:
     """A built layer of ``case`` (its ``fixed`` variant if asked) whose parameters and state are not the
     trivial initial ones: Dense gets a bias in ``±spread``; BatchNormalization a gamma of either sign, a
@@ -154,9 +171,10 @@ def build(case: LayerCase | str, d_in: int, dtype=np.float64, seed: int = 0, spr
     layer = case.checkable() if fixed else case.make()
     rng = np.random.default_rng(seed)
     layer.build(d_in, rng, dtype)
-    if isinstance(layer, nn.Dense):
+    if getattr(layer, "bias", None) is not None:
         layer.bias.value[...] = rng.uniform(-spread, spread, layer.bias.shape)
     elif isinstance(layer, BatchNormalization):
+        d_in = layer.gamma.shape[0]
         layer.gamma.value[...] = rng.uniform(0.5, 1.5, d_in) * rng.choice([-1.0, 1.0], d_in)
         layer.beta.value[...] = rng.uniform(-spread, spread, d_in)
         layer.set_state({"moving_mean": rng.uniform(-spread, spread, d_in),
@@ -165,5 +183,16 @@ def build(case: LayerCase | str, d_in: int, dtype=np.float64, seed: int = 0, spr
 
 
 def pre_activation(layer: Layer, x: np.ndarray) -> np.ndarray:
-    """What the kink at 0 sees: ``x W + b`` for Dense, ``x`` itself otherwise."""
-    return x @ layer.weight.value + layer.bias.value if isinstance(layer, nn.Dense) else x
+    """What the kink at 0 sees: the layer's output before its own activation (``x W + b`` for Dense,
+    the convolution for Conv2D), ``x`` itself for a layer without one; for max pooling, where ties
+    between a window's entries are the kinks, the gaps between them."""
+    if getattr(layer, "activation", None) is not None:
+        bare = copy.deepcopy(layer)
+        bare.activation = None
+        return bare.forward(x, training=False).copy()
+    if isinstance(layer, nn.Dense):
+        return x @ layer.weight.value + layer.bias.value
+    if type(layer).__name__ == "MaxPooling2D":
+        flat = np.sort(x.reshape(-1))
+        return np.diff(flat) if flat.size > 1 else np.ones(1)
+    return x

@@ -329,10 +329,14 @@ BAD_FILES = [
      r"invalid layer entry 'dense'", None),
     ("no_layers", lambda d: edit_config(d, lambda c: c.update(layers=[])), r"config\.json lists no layers", None),
     # 5000 x 5000: building first would allocate >= 100 MB, beyond MEMORY_BOUND (not enough to sink a CI machine)
-    ("huge_dense_config", lambda d: edit_config(d, lambda c: (c.update(input_dim=5000), c["layers"][0][
+    ("huge_dense_config", lambda d: edit_config(d, lambda c: (c.update(input_shape=[5000]), c["layers"][0][
         "config"].update(input_dim=5000, units=5000))), r"weight arrays have shapes.*need \[\(5000, 5000\)", None),
-    ("bad_input_dim", lambda d: edit_config(d, lambda c: (c.update(input_dim=-3), c["layers"][0]["config"].update(
-        input_dim=None))), r"invalid input_dim -3", None),
+    ("bad_input_shape", lambda d: edit_config(d, lambda c: (c.update(input_shape=[-3]), c["layers"][0]["config"].update(
+        input_dim=None))), r"invalid input_shape \(-3,\)", None),
+    ("legacy_input_dim", lambda d: edit_config(d, lambda c: (c.pop("input_shape"), c.update(input_dim=-3),
+        c["layers"][0]["config"].update(input_dim=None))), r"invalid input_shape \(-3,\)", None),
+    ("huge_input_shape", lambda d: edit_config(d, lambda c: (c.update(input_shape=[10**6, 10**6, 3]),
+        c["layers"][0]["config"].update(input_dim=None))), r"invalid input_shape \(1000000, 1000000, 3\)", None),
     ("bad_dtype", lambda d: edit_config(d, lambda c: c.update(dtype="int8")), r"invalid model config.*dtype.*int8",
      None),
     ("bad_seed", lambda d: edit_config(d, lambda c: c.update(seed="0")), r"invalid model config.*seed", None),
@@ -404,7 +408,7 @@ def snapshot(model):
     opt = model.optimizer
     return {
         "built": model.built,
-        "input_dim": model.input_dim,
+        "input_shape": model.input_shape,
         "weights": model.get_weights(),
         "optimizer": opt,
         "loss": model.loss,
@@ -417,7 +421,7 @@ def snapshot(model):
 def assert_unchanged(before, model):
     after = snapshot(model)
     assert after["built"] == before["built"]
-    assert after["input_dim"] == before["input_dim"]
+    assert after["input_shape"] == before["input_shape"]
     assert len(after["weights"]) == len(before["weights"])
     for a, b in zip(after["weights"], before["weights"]):
         assert a.dtype == b.dtype

@@ -40,7 +40,8 @@ def inputs_clear_of_kinks(layer, shape, seed, margin=1e-2):
 
 
 def shape_for(case_id, shape):
-    return shape[0], CASES[case_id].input_width(shape[1])
+    """The batch shape ``(n, *sample)`` a case is tested with for a wanted flat ``(n, d)``."""
+    return (shape[0], *CASES[case_id].sample_shape(shape[1]))
 
 
 # -- the table covers every registered layer ---------------------------------------------------
@@ -81,9 +82,9 @@ def test_the_guard_sees_a_layer_without_a_case():
 def test_forward_backward_match_formulas(case_id, shape):
     """forward == f(xW + b) (or f(x)); backward gives dx, dW, db of the chain rule written by hand."""
     shape = shape_for(case_id, shape)
-    layer = build(case_id, shape[1])
+    layer = build(case_id, shape[1:])
     x = inputs_clear_of_kinks(layer, shape, seed=1)
-    g = np.random.default_rng(2).standard_normal((shape[0], layer.output_dim))
+    g = np.random.default_rng(2).standard_normal((shape[0], *layer.output_shape))
     y_ref, dx_ref, dw_ref, db_ref = reference(layer, case_id, x, g)
     y = layer.forward(x, training=True).copy()
     assert y.shape == y_ref.shape
@@ -105,7 +106,7 @@ def test_numeric_gradient_check(case_id, shape):
     parameter (Dropout with rate > 0 through its fixed-mask variant; BatchNormalization through the batch
     statistics)."""
     shape = shape_for(case_id, shape)
-    layer = build(case_id, shape[1], fixed=True)
+    layer = build(case_id, shape[1:], fixed=True)
     x = inputs_clear_of_kinks(layer, shape, seed=3)
     result = nn.check_gradients(layer, x)
     assert result.ok, str(result)
@@ -118,7 +119,7 @@ def test_inference_mode_gradient_check(case_id, shape):
     """The inference-mode backward (Dropout's identity, BatchNormalization's running statistics) agrees with
     central differences of the inference-mode forward pass."""
     shape = shape_for(case_id, shape)
-    inner = build(case_id, shape[1], seed=4)
+    inner = build(case_id, shape[1:], seed=4)
     layer = InferenceMode(inner)
     x = inputs_clear_of_kinks(inner, shape, seed=5)
     result = nn.check_gradients(layer, x)
@@ -130,10 +131,10 @@ def test_inference_mode_gradient_check(case_id, shape):
 @given(case_id=st.sampled_from(IDS), n=st.integers(1, 6), d=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_numeric_gradient_check_random_shapes(case_id, n, d, seed):
     """The numeric check also passes for random shapes, weights and inputs (kinks avoided)."""
-    d = CASES[case_id].input_width(d)
-    layer = build(case_id, d, seed=seed, fixed=True)
+    shape = shape_for(case_id, (n, d))
+    layer = build(case_id, shape[1:], seed=seed, fixed=True)
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0.2, 1.5, (n, d)) * rng.choice([-1.0, 1.0], (n, d))
+    x = rng.uniform(0.2, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
     assume(np.abs(pre_activation(layer, x)).min() > 1e-3)
     result = nn.check_gradients(layer, x, seed=seed)
     assert result.ok, str(result)
@@ -148,7 +149,7 @@ def test_symbolic_gradient_check(case_id, fixed):
     Dropout's symbolic form uses the mask its next training pass draws, from a copy of its generator)."""
     case = CASES[case_id]
     layer = case.checkable() if fixed else case.make()
-    result = nn.check_symbolic(layer, n=2, d_in=case.input_width(3))
+    result = nn.check_symbolic(layer, n=2, input_shape=case.sample_shape(3))
     assert result.ok, str(result)
     assert result.method == "symbolic"
     assert not layer.built
@@ -162,19 +163,19 @@ def test_symbolic_gradient_check(case_id, fixed):
        n=st.integers(1, 5), d=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_dtype_preserved_and_inputs_not_mutated(case_id, dtype, n, d, seed):
     """Outputs, input gradients and parameter grads keep the layer's dtype; x and g are never written."""
-    d = CASES[case_id].input_width(d)
-    layer = build(case_id, d, dtype=dtype, seed=seed)
+    shape = shape_for(case_id, (n, d))
+    layer = build(case_id, shape[1:], dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, d)).astype(dtype)
-    g = rng.standard_normal((n, layer.output_dim)).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal((n, *layer.output_shape)).astype(dtype)
     x0, g0 = x.copy(), g.copy()
     params0 = [p.value.copy() for p in layer.parameters()]
     y = layer.forward(x, training=True)
-    assert y.dtype == dtype and y.shape == (n, layer.output_dim)
-    assert not np.shares_memory(y, x)
+    assert y.dtype == dtype and y.shape == (n, *layer.output_shape)
+    assert CASES[case_id].views or not np.shares_memory(y, x)
     dx = layer.backward(g)
     assert dx.dtype == dtype and dx.shape == x.shape
-    assert not np.shares_memory(dx, g)
+    assert CASES[case_id].views or not np.shares_memory(dx, g)
     for p, v0 in zip(layer.parameters(), params0):
         assert p.value.dtype == p.grad.dtype == dtype
         np.testing.assert_array_equal(p.value, v0)
@@ -196,11 +197,11 @@ def test_config_round_trip(case_id):
     assert clone.get_config() == config
     via_registry = nn.layers.get({"name": type(layer).registered_name, "config": config})
     assert type(via_registry) is type(layer) and via_registry.get_config() == config
-    x = np.random.default_rng(5).standard_normal((3, 4))
+    x = np.random.default_rng(5).standard_normal(shape_for(case_id, (3, 4)))
     for training in (False, True):
         outs = []
         for obj in (layer, clone):
-            obj.build(4, np.random.default_rng(7), np.float64)
+            obj.build(x.shape[1:], np.random.default_rng(7), np.float64)
             outs.append(obj.forward(x, training=training).copy())
         np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -210,11 +211,11 @@ def test_model_file_round_trip(case_id, tmp_path):
     """A model holding the layer saves and loads with the same layer type, config, weights, non-trainable
     state and predictions, bit for bit."""
     case = CASES[case_id]
-    width = case.width
-    model = nn.Sequential([case.make(), nn.Dense(2)], seed=3, dtype="float64")
+    shape = shape_for(case_id, (8, case.width))
+    model = nn.Sequential([case.make(), nn.Flatten(), nn.Dense(2)], seed=3, dtype="float64")
     model.compile("adam", "mse")
     rng = np.random.default_rng(6)
-    x, t = rng.standard_normal((8, width)), rng.standard_normal((8, 2))
+    x, t = rng.standard_normal(shape), rng.standard_normal((8, 2))
     model.fit(x, t, epochs=2, batch_size=4, tol=None, verbose=0)  # moves weights, statistics, generators
     model.save(tmp_path / "m.nnlib")
     loaded = nn.load_model(tmp_path / "m.nnlib")

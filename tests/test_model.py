@@ -536,7 +536,7 @@ def test_copied_model_keeps_training_its_own_weights(how):
 
 def test_the_public_passes_need_a_built_model():
     model = nn.Sequential([nn.ReLU(), nn.Dense(2)], seed=0)
-    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_dim\), before forward\(\)"):
+    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_shape\), before forward\(\)"):
         model.forward(np.ones((2, 3), np.float32))
-    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_dim\), before backward\(\)"):
+    with pytest.raises(RuntimeError, match=r"not built: fit it, or call build\(input_shape\), before backward\(\)"):
         model.backward(np.ones((2, 2), np.float32))

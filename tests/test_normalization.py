@@ -162,3 +162,25 @@ def test_registry_names():
 
 def test_derivative_text_present():
     assert "mean" in BatchNormalization.derivative_text
+
+
+def test_batchnorm_on_images_normalizes_each_channel_over_n_h_w(rng):
+    """(N, H, W, C): one gamma, beta and pair of statistics per channel; training mode normalizes each channel
+    over every batch entry and position (Keras's axis=-1, PyTorch's BatchNorm2d)."""
+    bn = nn.BatchNormalization(momentum=0.5)
+    bn.build((3, 4, 2), rng, np.float64)
+    assert bn.gamma.shape == bn.beta.shape == bn.moving_mean.shape == (2,)
+    x = rng.standard_normal((5, 3, 4, 2)) * [1.0, 3.0] + [2.0, -1.0]
+    y = bn.forward(x, training=True)
+    assert y.shape == x.shape
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + bn.eps), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bn.moving_mean, 0.5 * mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.moving_variance, 0.5 + 0.5 * var, rtol=1e-12)
+    flat = nn.BatchNormalization(momentum=0.5)
+    flat.build(2, rng, np.float64)
+    g = rng.standard_normal(x.shape)
+    dx = bn.backward(g)
+    np.testing.assert_allclose(flat.forward(x.reshape(-1, 2), training=True), y.reshape(-1, 2), rtol=1e-12)
+    np.testing.assert_allclose(flat.backward(g.reshape(-1, 2)), dx.reshape(-1, 2), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(flat.gamma.grad, bn.gamma.grad, rtol=1e-12)

@@ -207,19 +207,21 @@ def test_save_keeps_file_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
 
 
+@pytest.mark.parametrize("width", [10**12, 10**8])
 @pytest.mark.parametrize("kind", ["batch_normalization", "dropout", "relu"])
-def test_forged_width_is_refused_before_building(tmp_path, kind):
-    """A layer whose parameters the loader cannot foresee is built only if no width the config implies
-    exceeds the numbers the file stores (floor 2**16), so a forged input_dim cannot allocate terabytes."""
+def test_forged_width_is_refused_before_building(tmp_path, kind, width):
+    """A forged input_shape is refused before anything is built: past 2**31 numbers per sample as invalid,
+    below that because the parameter shapes it implies differ from the stored arrays."""
     def forge(config):
-        config["input_dim"] = 10**12
+        config["input_shape"] = [width]
         config["layers"].insert(0, {"name": kind, "config": {}})
         config["layers"][1]["config"]["input_dim"] = None
 
     path = edit_config(tmp_path, forge)
     error, peak = measured(lambda: nn.load_model(path))
     assert isinstance(error, ValueError), repr(error)
-    assert re.search(r"width of 1000000000000, more than the 31 numbers|need \[\(1000000000000, 4\)", str(error))
+    refused = rf"invalid input_shape \({width},\)|the layers in config.json need \[(\({width},\), )*\({width}, 4\)"
+    assert re.search(refused, str(error)), str(error)
     assert peak < MEMORY_BOUND
 
 
@@ -296,7 +298,7 @@ def test_files_name_their_model_class_and_version(tmp_path):
     model.save(path)
     members = read_members(path)
     assert json.loads(members["config.json"])["model"] == "sequential"
-    assert json.loads(members["manifest.json"])["format_version"] == saving.FORMAT_VERSION == 2
+    assert json.loads(members["manifest.json"])["format_version"] == saving.FORMAT_VERSION == 3
     config = json.loads(members["config.json"])
     config["model"] = "functional"
     members["config.json"] = json.dumps(config).encode()

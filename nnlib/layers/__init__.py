@@ -4,7 +4,8 @@
 - :mod:`~nnlib.layers.activations`: ReLU, LeakyReLU, Sigmoid, Tanh, Linear;
 - :mod:`~nnlib.layers.dense`: Dense;
 - :mod:`~nnlib.layers.dropout`: Dropout;
-- :mod:`~nnlib.layers.normalization`: BatchNormalization.
+- :mod:`~nnlib.layers.normalization`: BatchNormalization;
+- :mod:`~nnlib.layers.reshape`: Flatten, Reshape.
 """
 
 from .activations import LeakyReLU, Linear, ReLU, Sigmoid, Tanh
@@ -12,6 +13,7 @@ from .base import Layer, activations, get, registry
 from .dense import Dense
 from .dropout import Dropout
 from .normalization import BatchNormalization
+from .reshape import Flatten, Reshape
 
 __all__ = ["Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Linear", "Dropout", "BatchNormalization",
-           "registry", "activations", "get"]
+           "Flatten", "Reshape", "registry", "activations", "get"]

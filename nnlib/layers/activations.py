@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from .._validation import check_number
-from .base import Layer, activations, registry
+from .base import Layer, activations, elementwise, registry
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Linear"]
 
@@ -22,7 +22,7 @@ class _Activation(Layer):
         return self._forward_checked(x)
 
     def _forward_checked(self, x: np.ndarray) -> np.ndarray:
-        """forward() once ``x`` is known to be a 2-D array of the right width (Dense's own output)."""
+        """forward() once ``x`` is known to have the right shape (Dense's own output)."""
         # Activations follow their input's float dtype, so a standalone float64 ReLU stays float64.
         y = self._buffer("y", x.shape, x.dtype if x.dtype.kind == "f" else None)
         self._forward(x, y)
@@ -59,7 +59,7 @@ class ReLU(_Activation):
         np.multiply(g, self._mask, out=dx)
 
     def symbolic(self, sp, x):
-        return x.applyfunc(lambda v: sp.Max(v, 0))
+        return elementwise(x, lambda v: sp.Max(v, 0))
 
 
 @registry.register("leaky_relu")
@@ -75,8 +75,9 @@ class LeakyReLU(_Activation):
 
     derivative_text = "passes the gradient where the input was > 0, scales it by alpha elsewhere"
 
-    def __init__(self, alpha: float = 0.01, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, alpha: float = 0.01, name: str | None = None,
+                 input_shape: int | tuple[int, ...] | None = None) -> None:
+        super().__init__(name, input_shape)
         self.alpha = check_number(alpha, "alpha", 0.0, 1.0)
 
     # y = x if x > 0 else alpha x  =>  dx = g * (1 if x > 0 else alpha)
@@ -87,7 +88,7 @@ class LeakyReLU(_Activation):
         np.multiply(g, np.where(self._x > 0, 1.0, self.alpha).astype(dx.dtype, copy=False), out=dx)
 
     def symbolic(self, sp, x):
-        return x.applyfunc(lambda v: sp.Piecewise((v, v > 0), (self.alpha * v, True)))
+        return elementwise(x, lambda v: sp.Piecewise((v, v > 0), (self.alpha * v, True)))
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}
@@ -110,7 +111,7 @@ class Sigmoid(_Activation):
         dx *= g
 
     def symbolic(self, sp, x):
-        return x.applyfunc(lambda v: 1 / (1 + sp.exp(-v)))
+        return elementwise(x, lambda v: 1 / (1 + sp.exp(-v)))
 
 
 @registry.register("tanh")
@@ -130,7 +131,7 @@ class Tanh(_Activation):
         dx *= g
 
     def symbolic(self, sp, x):
-        return x.applyfunc(sp.tanh)
+        return elementwise(x, sp.tanh)
 
 
 @registry.register("linear")

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import initializers
 from .._buffers import cached_ones
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_shape
 from ..parameter import Parameter
 from .activations import LeakyReLU, ReLU, _Activation
 from .base import Layer, activations, registry
@@ -26,6 +26,9 @@ class Dense(Layer):
         D_out, the number of outputs.
     input_dim : int, optional
         D_in. When given on a model's first layer, the model is built at once.
+    input_shape : tuple of one int, optional
+        The same as ``input_dim=D`` when written ``(D,)`` (Keras's spelling). Dense
+        takes flat samples only: put ``Flatten`` before it for images.
     activation : str, Layer or None
         Applied after the affine map, as in Keras's ``Dense(64, activation="relu")``;
         its backward runs first, then the affine one. None means linear.
@@ -51,10 +54,12 @@ class Dense(Layer):
         weight_init: Any = None,
         bias_init: Any = "zeros",
         name: str | None = None,
+        input_shape: int | tuple[int] | None = None,
     ) -> None:
-        super().__init__(name)
+        if input_dim is not None and input_shape is not None:
+            raise ValueError(f"give Dense input_dim or input_shape, not both (got {input_dim!r} and {input_shape!r})")
+        super().__init__(name, check_positive_int(input_dim, "input_dim") if input_dim is not None else input_shape)
         self.units = check_positive_int(units, "units")
-        self.declared_input_dim = None if input_dim is None else check_positive_int(input_dim, "input_dim")
         self.activation = None if activation is None else activations.get(activation)
         self.weight_init = None if weight_init is None else initializers.get(weight_init)
         self.bias_init = initializers.get(bias_init)
@@ -62,6 +67,8 @@ class Dense(Layer):
         self.next_activation: Layer | None = None
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
+        if self.declared_input_shape is not None:
+            self._check_flat(self.declared_input_shape)
 
     def _default_init(self) -> initializers.Initializer:
         follower = self.activation or self.next_activation
@@ -69,17 +76,27 @@ class Dense(Layer):
             return initializers.HeNormal()
         return initializers.GlorotUniform()
 
-    def output_dim_for(self, input_dim):
-        if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
-            raise ValueError(
-                f"{self!r} was declared with input_dim={self.declared_input_dim}, got inputs of width {input_dim}"
-            )
-        return self.units
+    @property
+    def declared_input_dim(self) -> int | None:
+        return None if self.declared_input_shape is None else self.declared_input_shape[0]
 
-    def build(self, input_dim, rng, dtype=np.float32):
-        input_dim = check_positive_int(input_dim, "input_dim")
-        self.output_dim_for(input_dim)
-        self.dtype = np.dtype(dtype)
+    def _check_flat(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 1:
+            raise ValueError(f"{self!r} takes flat samples of shape (D,), got samples of shape {shape}: "
+                             "put nn.Flatten() before it")
+
+    def compute_output_shape(self, input_shape):
+        shape = super().compute_output_shape(input_shape)
+        self._check_flat(shape)
+        return (self.units,)
+
+    def parameter_shapes(self, input_shape):
+        self.compute_output_shape(input_shape)
+        return [(check_shape(input_shape, "input_shape")[0], self.units), (self.units,)]
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        super().build(input_shape, rng, dtype)
+        input_dim = self.input_shape[0]
         init = self.weight_init or self._default_init()
         prefix = f"{self.name}/" if self.name else ""
         self.weight = Parameter(
@@ -90,10 +107,9 @@ class Dense(Layer):
             np.ascontiguousarray(self.bias_init((self.units,), rng, self.dtype), dtype=self.dtype),
             prefix + "bias",
         )
-        self.input_dim, self.output_dim = input_dim, self.units
         if self.activation is not None:
-            self.activation.build(self.units, rng, self.dtype)
-        return self.units
+            self.activation.build(self.output_shape, rng, self.dtype)
+        return self.output_shape
 
     def parameters(self):
         return [] if self.weight is None else [self.weight, self.bias]
@@ -101,7 +117,10 @@ class Dense(Layer):
     # y = x W + b  =>  dW = x^T g,  db = sum_n g,  dx = g W^T
     def forward(self, x, training=False):
         if not self.built:
-            raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
+            raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
+        if isinstance(x, np.ndarray) and x.ndim > 2:
+            raise ValueError(f"{self!r} takes flat inputs of shape (N, {self.input_dim}), got {x.shape}: "
+                             "put nn.Flatten() before it")
         self._check_input(x)
         y = np.matmul(x, self.weight.value, out=self._buffer("y", (x.shape[0], self.units)))
         y += self.bias.value
@@ -124,12 +143,14 @@ class Dense(Layer):
         return np.matmul(grad_out, self.weight.value.T, out=self._buffer("dx", self._x.shape))
 
     def symbolic(self, sp, x, weight, bias):
-        z = x * weight + sp.ones(x.shape[0], 1) * bias
+        z = x.dot(weight) + bias
         return z if self.activation is None else self.activation.symbolic(sp, z)
 
     def get_config(self):
+        config = super().get_config()
+        config.pop("input_shape", None)  # written as input_dim, Dense's own spelling
         return {
-            **super().get_config(),
+            **config,
             "units": self.units,
             "input_dim": self.declared_input_dim,
             "activation": None if self.activation is None else {

@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 
-from .._validation import check_number, check_positive_int
+from .._validation import check_number
 from .base import Layer, registry
 
 __all__ = ["Dropout"]
@@ -47,14 +47,15 @@ class Dropout(Layer):
     derivative_text = ("passes the gradient where the unit was kept, times 1/(1 - rate), and zero where it was "
                        "dropped: dx = g * mask (the forward pass's mask)")
 
-    def __init__(self, rate: float = 0.5, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, rate: float = 0.5, name: str | None = None,
+                 input_shape: int | tuple[int, ...] | None = None) -> None:
+        super().__init__(name, input_shape)
         self.rate = check_number(rate, "rate", 0.0, 1.0)
         self._rng: np.random.Generator | None = None
         self._mask: np.ndarray | None = None
 
-    def build(self, input_dim, rng, dtype=np.float32):
-        out = super().build(check_positive_int(input_dim, "input_dim"), rng, dtype)
+    def build(self, input_shape, rng, dtype=np.float32):
+        out = super().build(input_shape, rng, dtype)
         self._rng = _child_generator(rng)
         return out
 
@@ -73,7 +74,7 @@ class Dropout(Layer):
             np.copyto(y, x)
             return y
         if self._rng is None:
-            raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
+            raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
         mask = self._buffer("mask", x.shape, y.dtype)
         self._draw_mask(mask)
         np.multiply(x, mask, out=y)
@@ -100,7 +101,7 @@ class Dropout(Layer):
             self._draw_mask(mask)
         finally:
             self._rng = saved
-        return sp.Matrix(x.rows, x.cols, lambda i, j: x[i, j] * float(mask[i, j]))
+        return x * mask.astype(object)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}

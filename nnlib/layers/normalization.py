@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_number, check_positive_int
+from .._validation import check_number
 from ..parameter import Parameter
 from .base import Layer, registry
 
@@ -14,6 +14,10 @@ __all__ = ["BatchNormalization"]
 @registry.register("batch_normalization", "batch_norm")
 class BatchNormalization(Layer):
     """Batch normalization (Ioffe & Szegedy) over the batch axis, Keras's conventions.
+
+    Statistics are per feature of flat samples ``(N, D)``, and per channel of images
+    ``(N, H, W, C)`` (over ``N, H, W``: Keras's ``axis=-1``, PyTorch's BatchNorm2d);
+    ``D`` below stands for the last axis.
 
     Training: with the batch mean ``mu`` and biased variance ``var`` of each feature,
     ``x_hat = (x - mu) / sqrt(var + eps)`` and ``y = gamma * x_hat + beta``; the
@@ -45,8 +49,9 @@ class BatchNormalization(Layer):
                        "mean and its component along x_hat: dx = gamma/sigma * (g - mean_n g - x_hat mean_n(g x_hat)); "
                        "dgamma = sum_n g x_hat, dbeta = sum_n g")
 
-    def __init__(self, momentum: float = 0.99, eps: float = 1e-3, name: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, momentum: float = 0.99, eps: float = 1e-3, name: str | None = None,
+                 input_shape: int | tuple[int, ...] | None = None) -> None:
+        super().__init__(name, input_shape)
         self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self.eps = check_number(eps, "eps", 0.0, low_open=True)
         self.gamma: Parameter | None = None
@@ -54,27 +59,33 @@ class BatchNormalization(Layer):
         self.moving_mean: np.ndarray | None = None
         self.moving_variance: np.ndarray | None = None
 
-    def build(self, input_dim, rng, dtype=np.float32):
-        d = check_positive_int(input_dim, "input_dim")
-        super().build(d, rng, dtype)
+    def build(self, input_shape, rng, dtype=np.float32):
+        d = super().build(input_shape, rng, dtype)[-1]
         prefix = f"{self.name}/" if self.name else ""
         self.gamma = Parameter(np.ones(d, dtype=self.dtype), prefix + "gamma")
         self.beta = Parameter(np.zeros(d, dtype=self.dtype), prefix + "beta")
         self.moving_mean = np.zeros(d, dtype=self.dtype)
         self.moving_variance = np.ones(d, dtype=self.dtype)
-        return d
+        return self.output_shape
+
+    def parameter_shapes(self, input_shape):
+        d = self.compute_output_shape(input_shape)[-1]
+        return [(d,), (d,)]
 
     def parameters(self):
         return [] if self.gamma is None else [self.gamma, self.beta]
 
-    # x_hat = (x - mu) / sqrt(var + eps), y = gamma x_hat + beta, mu and var over the batch
+    # x_hat = (x - mu) / sqrt(var + eps), y = gamma x_hat + beta, mu and var over the batch (and H, W),
+    # written on (M, D) views: M = N for flat samples, N H W for images
     #   =>  dgamma = sum_n g x_hat,  dbeta = sum_n g,
     #       dx = gamma / sqrt(var + eps) * (g - mean_n g - x_hat * mean_n(g x_hat))   (training)
     #       dx = gamma / sqrt(moving_variance + eps) * g                               (inference)
     def forward(self, x, training=False):
         if not self.built or self.gamma is None:
-            raise RuntimeError(f"{self!r} is not built: call build(input_dim, rng) or use it in a model")
+            raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
         self._check_input(x)
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
         n = x.shape[0]
         xhat = self._buffer("x_hat", x.shape)
         if training:
@@ -93,10 +104,11 @@ class BatchNormalization(Layer):
         y = np.multiply(xhat, self.gamma.value, out=self._buffer("y", x.shape))
         y += self.beta.value
         self._xhat, self._inv_std, self._training = xhat, inv_std, training
-        return y
+        return y.reshape(shape)
 
     def backward(self, grad_out):
-        g, xhat = grad_out, self._xhat
+        shape = grad_out.shape
+        g, xhat = grad_out.reshape(self._xhat.shape), self._xhat
         n = g.shape[0]
         np.sum(g, axis=0, out=self.beta.grad)
         np.einsum("nd,nd->d", g, xhat, out=self.gamma.grad)
@@ -110,18 +122,20 @@ class BatchNormalization(Layer):
             dx *= self.gamma.value * self._inv_std
         else:
             np.multiply(g, self.gamma.value * self._inv_std, out=dx)
-        return dx
+        return dx.reshape(shape)
 
     def symbolic(self, sp, x, gamma, beta):
-        """The training-mode function: batch mean and variance are part of the formula."""
-        n, d = x.shape
-        out = sp.zeros(n, d)
+        """The training-mode function: batch mean and variance (over every axis but the last)
+        are part of the formula."""
+        rows = x.reshape(-1, x.shape[-1])
+        n, d = rows.shape
+        out = np.empty(rows.shape, dtype=object)
         for j in range(d):
-            mu = sum(x[i, j] for i in range(n)) / n
-            var = sum((x[i, j] - mu) ** 2 for i in range(n)) / n
+            mu = sum(rows[:, j]) / n
+            var = sum((v - mu) ** 2 for v in rows[:, j]) / n
             for i in range(n):
-                out[i, j] = gamma[0, j] * (x[i, j] - mu) / sp.sqrt(var + self.eps) + beta[0, j]
-        return out
+                out[i, j] = gamma[j] * (rows[i, j] - mu) / sp.sqrt(var + self.eps) + beta[j]
+        return out.reshape(x.shape)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "eps": self.eps}
