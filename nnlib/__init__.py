@@ -29,13 +29,17 @@ from .callbacks import (
 from .explain import explain
 from .gradcheck import GradCheckResult, check_gradients, check_symbolic
 from .layers import (
+    AveragePooling2D,
     BatchNormalization,
+    Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
     LeakyReLU,
     Linear,
+    MaxPooling2D,
     ReLU,
     Reshape,
     Sigmoid,
@@ -65,6 +69,10 @@ __all__ = [
     "BatchNormalization",
     "Flatten",
     "Reshape",
+    "Conv2D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",

@@ -1,7 +1,9 @@
 """Weight initializers: ``init(shape, rng, dtype) -> ndarray``.
 
 Fan-in and fan-out are the first and last entries of a 2-D Dense weight shape
-``(D_in, D_out)``. Normal variants draw from an untruncated normal, as
+``(D_in, D_out)``; for a convolution kernel ``(KH, KW, C_in, C_out)`` they are
+``KH KW C_in`` and ``KH KW C_out`` (Keras's and PyTorch's rule: the receptive field
+times the channels). Normal variants draw from an untruncated normal, as
 PyTorch's ``kaiming_normal_`` / ``xavier_normal_`` do (Keras truncates).
 """
 
@@ -49,7 +51,8 @@ registry = Registry("initializer", base=Initializer)
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 1:
         return shape[0], shape[0]
-    return shape[0], shape[-1]
+    receptive_field = math.prod(shape[:-2])
+    return receptive_field * shape[-2], receptive_field * shape[-1]
 
 
 def _normal(shape, rng, dtype, std: float) -> np.ndarray:

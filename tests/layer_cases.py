@@ -151,6 +151,19 @@ CASES: dict[str, LayerCase] = {
     "flatten_flat": LayerCase(nn.Flatten, views=True),
     "reshape": LayerCase(lambda: nn.Reshape((3, 2, 2)), image=(2, 6), views=True),
     "reshape_inferred": LayerCase(lambda: nn.Reshape((-1, 2), name="r"), image=(12,), views=True),
+    "conv2d": LayerCase(lambda: nn.Conv2D(2, 2), image=(4, 4, 2)),
+    "conv2d_same_strided_tanh": LayerCase(lambda: nn.Conv2D(2, 3, strides=2, padding="same", activation="tanh"),
+                                          image=(5, 4, 1)),
+    "conv2d_dilated_relu_no_bias": LayerCase(lambda: nn.Conv2D(2, 2, dilation_rate=2, activation="relu",
+                                                               use_bias=False), image=(5, 5, 1), kinked=True),
+    "conv2d_even_kernel_same": LayerCase(lambda: nn.Conv2D(1, (2, 3), padding="same", name="c",
+                                                           weight_init=nn.initializers.Normal(0.3)), image=(3, 4, 2)),
+    "max_pooling2d": LayerCase(nn.MaxPooling2D, image=(4, 4, 2), kinked=True),
+    "max_pooling2d_odd": LayerCase(lambda: nn.MaxPooling2D((2, 3)), image=(5, 7, 1), kinked=True),
+    "average_pooling2d": LayerCase(nn.AveragePooling2D, image=(4, 4, 2)),
+    "average_pooling2d_same_overlapping": LayerCase(lambda: nn.AveragePooling2D(3, 2, "same", name="a"),
+                                                    image=(5, 4, 2)),
+    "global_average_pooling2d": LayerCase(nn.GlobalAveragePooling2D, image=(3, 2, 2)),
 }
 IDS = sorted(CASES)
 
@@ -192,7 +205,9 @@ def pre_activation(layer: Layer, x: np.ndarray) -> np.ndarray:
         return bare.forward(x, training=False).copy()
     if isinstance(layer, nn.Dense):
         return x @ layer.weight.value + layer.bias.value
-    if type(layer).__name__ == "MaxPooling2D":
-        flat = np.sort(x.reshape(-1))
-        return np.diff(flat) if flat.size > 1 else np.ones(1)
+    if isinstance(layer, nn.MaxPooling2D):  # the cases pool side by side windows ("valid", strides = pool_size)
+        (ph, pw), (n, h, w, c) = layer.pool_size, x.shape
+        windows = x[:, :h // ph * ph, :w // pw * pw].reshape(n, h // ph, ph, w // pw, pw, c)
+        top2 = np.sort(windows.transpose(0, 1, 3, 5, 2, 4).reshape(-1, ph * pw), axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]  # a tie for a window's maximum is max pooling's kink
     return x

@@ -81,9 +81,9 @@ def npy_header(descr: str, shape: tuple[int, ...], payload: bytes = b"") -> byte
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
 
 
-def edit_config(folder: Path, change) -> Path:
-    """A re-signed copy of the good file whose config.json went through ``change(config)``."""
-    members = read_members(good_file(folder))
+def edit_config(folder: Path, change, source: Path | None = None) -> Path:
+    """A re-signed copy of the good file (or of ``source``) whose config.json went through ``change(config)``."""
+    members = read_members(source or good_file(folder))
     config = json.loads(members["config.json"])
     change(config)
     members["config.json"] = json.dumps(config).encode()

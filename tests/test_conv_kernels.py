@@ -1,0 +1,410 @@
+"""nnlib._conv: the NHWC convolution and pooling kernels against naive float64 loops written here.
+
+The references loop over output positions and window cells and apply TensorFlow's "same" rule
+(OH = ceil(H/s), the odd padding cell after) on their own, so they share no code with the kernels.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from nnlib import _conv as K
+
+# -- references -------------------------------------------------------------------
+
+
+def tf_pads(size, kernel, stride, dilation, padding):
+    """(out, before, after) by TensorFlow's rule, written out independently of the module."""
+    extent = dilation * (kernel - 1) + 1
+    if padding == "valid":
+        return (size - extent) // stride + 1, 0, 0
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + extent - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def ref_conv(x, w, b, s, d, padding):
+    """y, dW-free forward: loops over output positions and kernel cells, float64."""
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    oh, pt, pb = tf_pads(h, kh, s[0], d[0], padding)
+    ow, pl, pr = tf_pads(wd, kw, s[1], d[1], padding)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    y = np.zeros((n, oh, ow, f))
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for bb in range(kw):
+                    y[:, i, j, :] += xp[:, i * s[0] + a * d[0], j * s[1] + bb * d[1], :] @ w[a, bb].astype(np.float64)
+    return y + (0.0 if b is None else b.astype(np.float64))
+
+
+def ref_conv_backward(x, w, g, s, d, padding):
+    """(dx, dW, db) by accumulating each output's gradient into its patch, float64."""
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    oh, pt, pb = tf_pads(h, kh, s[0], d[0], padding)
+    ow, pl, pr = tf_pads(wd, kw, s[1], d[1], padding)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    w, g = w.astype(np.float64), g.astype(np.float64)
+    dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for bb in range(kw):
+                    r, q = i * s[0] + a * d[0], j * s[1] + bb * d[1]
+                    dw[a, bb] += xp[:, r, q, :].T @ g[:, i, j, :]
+                    dxp[:, r, q, :] += g[:, i, j, :] @ w[a, bb].T
+    return dxp[:, pt:pt + h, pl:pl + wd], dw, g.sum(axis=(0, 1, 2))
+
+
+def ref_pool(x, pool, s, padding, kind, g=None):
+    """Pooling forward and (with ``g``) backward by looping over windows; padding cells are skipped.
+
+    Max: the first maximum in row-major order (strict ``>`` while scanning) takes the gradient."""
+    n, h, wd, c = x.shape
+    oh, pt, _ = tf_pads(h, pool[0], s[0], 1, padding)
+    ow, pl, _ = tf_pads(wd, pool[1], s[1], 1, padding)
+    x = x.astype(np.float64)
+    y = np.zeros((n, oh, ow, c))
+    dx = np.zeros_like(x)
+    for nn, i, j, cc in itertools.product(range(n), range(oh), range(ow), range(c)):
+        cells = [(r, q) for r in range(i * s[0] - pt, i * s[0] - pt + pool[0])
+                 for q in range(j * s[1] - pl, j * s[1] - pl + pool[1]) if 0 <= r < h and 0 <= q < wd]
+        if kind == "max":
+            best = cells[0]
+            for r, q in cells[1:]:
+                if x[nn, r, q, cc] > x[nn, best[0], best[1], cc]:
+                    best = (r, q)
+            y[nn, i, j, cc] = x[nn, best[0], best[1], cc]
+            if g is not None:
+                dx[nn, best[0], best[1], cc] += g[nn, i, j, cc]
+        else:
+            y[nn, i, j, cc] = sum(x[nn, r, q, cc] for r, q in cells) / len(cells)
+            if g is not None:
+                for r, q in cells:
+                    dx[nn, r, q, cc] += g[nn, i, j, cc] / len(cells)
+    return y, dx
+
+
+# -- geometry ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 7, 8, 13, 28])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_output_size_and_same_pads_follow_tensorflow(size, kernel, stride, dilation):
+    out, before, after = tf_pads(size, kernel, stride, dilation, "same")
+    assert K.conv_output_size(size, kernel, stride, dilation, "same") == out
+    assert K.same_pads(size, kernel, stride, dilation) == (before, after)
+    if size >= dilation * (kernel - 1) + 1:
+        assert K.conv_output_size(size, kernel, stride, dilation, "valid") == tf_pads(size, kernel, stride, dilation,
+                                                                                       "valid")[0]
+    else:
+        with pytest.raises(ValueError, match="extent"):
+            K.conv_output_size(size, kernel, stride, dilation, "valid")
+
+
+def test_odd_same_padding_puts_the_extra_cell_after():
+    assert K.same_pads(7, 2, 1, 1) == (0, 1)
+    assert K.same_pads(8, 3, 2, 1) == (0, 1)
+    assert K.same_pads(5, 4, 1, 1) == (1, 2)
+    assert K.same_pads(28, 2, 2, 1) == (0, 0)
+    assert K.pads_2d((7, 5), (2, 4), (1, 1), (1, 1), "same") == ((0, 1), (1, 2))
+    assert K.pads_2d((7, 5), (2, 4), (1, 1), (1, 1), "valid") == ((0, 0), (0, 0))
+
+
+def test_bad_arguments_raise():
+    x, w = np.zeros((1, 4, 4, 1), np.float32), np.zeros((3, 3, 1, 2), np.float32)
+    with pytest.raises(ValueError, match="padding"):
+        K.conv2d_forward(x, w, padding="full")
+    with pytest.raises(ValueError, match="extent"):
+        K.conv2d_forward(x, w, dilation=(2, 2))
+    with pytest.raises(TypeError, match="dtype"):
+        K.conv2d_forward(x, w.astype(np.float64))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        K.conv2d_forward(x.astype(np.int32), w)
+    with pytest.raises(ValueError, match="positive int"):
+        K.conv2d_forward(x, w, strides=(0, 1))
+    with pytest.raises(TypeError, match="pair"):
+        K.max_pool2d_forward(x, (2, 2, 2), (2, 2))
+    with pytest.raises(ValueError, match="do not agree"):
+        K.conv2d_forward(x, np.zeros((3, 3, 2, 2), np.float32))
+
+
+# -- convolution -------------------------------------------------------------------
+
+CONV_CASES = [
+    # (N, H, W, C, F, (KH, KW), strides, dilation)
+    (3, 7, 5, 3, 4, (3, 3), (1, 1), (1, 1)),
+    (1, 7, 5, 1, 1, (3, 3), (2, 2), (1, 1)),
+    (3, 7, 5, 3, 4, (2, 2), (1, 1), (1, 1)),
+    (1, 7, 5, 3, 4, (2, 3), (2, 1), (1, 1)),
+    (3, 7, 5, 1, 4, (2, 3), (3, 3), (1, 1)),
+    (3, 7, 5, 3, 1, (3, 2), (1, 2), (2, 1)),
+    (1, 7, 5, 3, 4, (2, 2), (2, 2), (2, 2)),
+    (3, 8, 6, 1, 4, (3, 3), (3, 2), (1, 2)),
+    (1, 9, 7, 3, 4, (3, 3), (2, 2), (2, 2)),
+    (3, 5, 7, 3, 4, (1, 1), (2, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_matches_naive_loops(case, padding, rng):
+    n, h, wd, c, f, kernel, s, d = case
+    x = rng.standard_normal((n, h, wd, c))
+    w = rng.standard_normal((*kernel, c, f))
+    b = rng.standard_normal(f)
+    y, cols = K.conv2d_forward(x, w, b, s, d, padding)
+    np.testing.assert_allclose(y, ref_conv(x, w, b, s, d, padding), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = K.conv2d_backward(g, cols, w, x.shape, s, d, padding)
+    rdx, rdw, rdb = ref_conv_backward(x, w, g, s, d, padding)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
+
+
+def test_same_padding_with_odd_totals_pads_after(rng):
+    # 7x5 input, 2x4 kernel: pads (0, 1) rows and (1, 2) columns; check the values against an explicit np.pad
+    x = rng.standard_normal((2, 7, 5, 3))
+    w = rng.standard_normal((2, 4, 3, 2))
+    y, _ = K.conv2d_forward(x, w, padding="same")
+    assert y.shape == (2, 7, 5, 2)
+    xp = np.pad(x, ((0, 0), (0, 1), (1, 2), (0, 0)))
+    np.testing.assert_allclose(y, ref_conv(xp, w, None, (1, 1), (1, 1), "valid"), rtol=1e-12, atol=1e-12)
+    # stride 2 on 8 rows with a 3x3 kernel: OH = 4, total pad 1, after
+    x = rng.standard_normal((1, 8, 8, 1))
+    w = rng.standard_normal((3, 3, 1, 1))
+    y, _ = K.conv2d_forward(x, w, strides=(2, 2), padding="same")
+    assert y.shape == (1, 4, 4, 1)
+    xp = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    np.testing.assert_allclose(y, ref_conv(xp, w, None, (2, 2), (1, 1), "valid"), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_dx_matches_central_differences(rng):
+    x = rng.standard_normal((2, 5, 4, 2))
+    w = rng.standard_normal((2, 3, 2, 3))
+    b = rng.standard_normal(3)
+    g = rng.standard_normal((2, 3, 2, 3))  # stride 2, same: ceil(5/2) x ceil(4/2)
+
+    def loss(xx):
+        return float(np.sum(K.conv2d_forward(xx, w, b, (2, 2), (1, 1), "same")[0] * g))
+
+    _, cols = K.conv2d_forward(x, w, b, (2, 2), (1, 1), "same")
+    dx, _, _ = K.conv2d_backward(g, cols, w, x.shape, (2, 2), (1, 1), "same")
+    num = np.zeros_like(x)
+    eps = 1e-6
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        num[idx] = (loss(xp) - loss(xm)) / (2 * eps)
+    np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-8)
+
+
+def test_conv_backward_options_and_output_arrays(rng):
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    y, cols = K.conv2d_forward(x, w)  # no bias
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dw_out, db_out = np.empty_like(w), np.empty(4, np.float32)
+    dx, dw, db = K.conv2d_backward(g, cols, w, x.shape, need_dx=False, dw_out=dw_out, db_out=db_out)
+    assert dx is None and dw is dw_out and db is db_out
+    _, rdw, rdb = ref_conv_backward(x, w, g, (1, 1), (1, 1), "valid")
+    np.testing.assert_allclose(dw_out, rdw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db_out, rdb, rtol=1e-4, atol=1e-4)
+    _, _, db = K.conv2d_backward(g, cols, w, x.shape, need_db=False)
+    assert db is None
+    with pytest.raises(ValueError, match="dw_out"):
+        K.conv2d_backward(g, cols, w, x.shape, dw_out=np.empty(w.shape))  # float64 for float32 data
+    with pytest.raises(ValueError, match="do not agree"):
+        K.conv2d_backward(g, cols, w, (2, 7, 6, 3))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_chunked_batches_give_the_same_results(padding, rng, monkeypatch):
+    x = rng.standard_normal((5, 7, 6, 3))
+    w = rng.standard_normal((3, 2, 3, 4))
+    b = rng.standard_normal(4)
+    y, cols = K.conv2d_forward(x, w, b, (2, 1), (1, 2), padding)
+    y, cols = y.copy(), cols.copy()
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = (a.copy() for a in K.conv2d_backward(g, cols, w, x.shape, (2, 1), (1, 2), padding))
+    monkeypatch.setattr(K, "_CHUNK_BYTES", 1)  # one sample per chunk
+    y1, cols1 = K.conv2d_forward(x, w, b, (2, 1), (1, 2), padding, cache={})
+    np.testing.assert_array_equal(cols1, cols)
+    np.testing.assert_allclose(y1, y, rtol=1e-14, atol=1e-14)
+    for got, want in zip(K.conv2d_backward(g, cols1, w, x.shape, (2, 1), (1, 2), padding, cache={}), (dx, dw, db)):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+# -- pooling -----------------------------------------------------------------------
+
+POOL_CASES = [
+    # (H, W, pool, strides, padding)
+    (7, 5, (2, 2), (2, 2), "valid"),  # tiles, remainder row and column dropped
+    (8, 6, (2, 2), (2, 2), "same"),  # tiles: no padding needed
+    (7, 5, (2, 2), (2, 2), "same"),  # odd: one padding row/column after
+    (7, 5, (3, 3), (1, 1), "valid"),  # overlapping windows
+    (7, 5, (3, 3), (2, 2), "same"),
+    (7, 5, (3, 2), (2, 1), "same"),
+    (6, 6, (3, 3), (3, 3), "valid"),
+    (7, 5, (1, 2), (1, 2), "valid"),
+    (5, 7, (2, 3), (3, 2), "valid"),  # stride > pool: gaps
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_matches_naive_loops(case, rng):
+    h, wd, pool, s, padding = case
+    x = rng.standard_normal((3, h, wd, 2))
+    y, mask = K.max_pool2d_forward(x, pool, s, padding)
+    g = rng.standard_normal(y.shape)
+    ry, rdx = ref_pool(x, pool, s, padding, "max", g)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_allclose(K.max_pool2d_backward(g, mask, x.shape, pool, s, padding), rdx, rtol=1e-15, atol=0)
+    y2, none = K.max_pool2d_forward(x, pool, s, padding, need_mask=False)
+    assert none is None
+    np.testing.assert_array_equal(y2, ry)
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(case, rng):
+    h, wd, pool, s, padding = case
+    x = rng.integers(0, 2, (2, h, wd, 3)).astype(np.float32)  # mostly ties
+    x[0] = 0.0  # every window entirely tied
+    y, mask = K.max_pool2d_forward(x, pool, s, padding)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    _, rdx = ref_pool(x, pool, s, padding, "max", g)
+    np.testing.assert_allclose(K.max_pool2d_backward(g, mask, x.shape, pool, s, padding), rdx, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_first_max_is_row_major():
+    x = np.zeros((1, 2, 2, 1))
+    x[0, 0, 1, 0] = x[0, 1, 0, 0] = 1.0  # two maxima: (0, 1) comes first in row-major order
+    y, mask = K.max_pool2d_forward(x, (2, 2), (2, 2))
+    dx = K.max_pool2d_backward(np.ones((1, 1, 1, 1)), mask, x.shape, (2, 2), (2, 2))
+    assert y[0, 0, 0, 0] == 1.0
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0.0, 1.0], [0.0, 0.0]])
+
+
+def test_max_pool_padding_never_wins_even_against_minus_inf():
+    # "same" pads 5x5 with one cell on every side; every real cell is -inf, so padding cells tie the max
+    assert K.pads_2d((5, 5), (3, 3), (2, 2), (1, 1), "same") == ((1, 1), (1, 1))
+    x = np.full((1, 5, 5, 1), -np.inf)
+    y, mask = K.max_pool2d_forward(x, (3, 3), (2, 2), "same")
+    assert y.shape == (1, 3, 3, 1) and np.all(y == -np.inf)
+    dx = K.max_pool2d_backward(np.ones(y.shape), mask, x.shape, (3, 3), (2, 2), "same")
+    _, rdx = ref_pool(x, (3, 3), (2, 2), "same", "max", np.ones(y.shape))
+    np.testing.assert_array_equal(dx, rdx)
+    assert dx.sum() == 9.0  # no gradient lost in the padding
+    assert dx[0, 0, 0, 0] == 1.0  # the top-left window's first real cell
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_avg_pool_matches_naive_loops(case, rng):
+    h, wd, pool, s, padding = case
+    x = rng.standard_normal((3, h, wd, 2))
+    y = K.avg_pool2d_forward(x, pool, s, padding)
+    g = rng.standard_normal(y.shape)
+    ry, rdx = ref_pool(x, pool, s, padding, "avg", g)
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(K.avg_pool2d_backward(g, x.shape, pool, s, padding), rdx, rtol=1e-12, atol=1e-12)
+
+
+def test_avg_pool_same_divides_by_the_real_cells():
+    x = np.ones((1, 3, 3, 1))
+    x[0, 2, 2, 0] = 4.0
+    # 2x2 stride 2 "same" on 3x3: OH = 2, one padding row and column after
+    y = K.avg_pool2d_forward(x, (2, 2), (2, 2), "same")
+    np.testing.assert_allclose(y[0, :, :, 0], [[1.0, 1.0], [1.0, 4.0]])  # windows of 4, 2, 2 and 1 real cells
+    dx = K.avg_pool2d_backward(np.ones((1, 2, 2, 1)), x.shape, (2, 2), (2, 2), "same")
+    np.testing.assert_allclose(dx[0, :, :, 0], [[0.25, 0.25, 0.5], [0.25, 0.25, 0.5], [0.5, 0.5, 1.0]])
+
+
+def test_global_avg_pool(rng):
+    x = rng.standard_normal((3, 7, 5, 4))
+    y = K.global_avg_pool2d_forward(x)
+    np.testing.assert_allclose(y, x.mean(axis=(1, 2)), rtol=1e-13)
+    g = rng.standard_normal((3, 4))
+    dx = K.global_avg_pool2d_backward(g, x.shape)
+    np.testing.assert_allclose(dx, np.broadcast_to(g[:, None, None, :] / 35, x.shape), rtol=1e-15)
+
+
+# -- contract: dtypes, read-only inputs, reused caches -------------------------------
+
+
+def _all_kernels(x, w, b, cache):
+    """Every kernel's outputs for one batch (copies, as the cache is reused)."""
+    out = {}
+    for padding in ("valid", "same"):
+        y, cols = K.conv2d_forward(x, w, b, (2, 1), (1, 2), padding, cache)
+        out[f"conv y {padding}"], out[f"conv cols {padding}"] = y.copy(), cols.copy()
+        g = np.linspace(-1, 1, y.size, dtype=x.dtype).reshape(y.shape)
+        for name, a in zip(("dx", "dw", "db"), K.conv2d_backward(g, cols, w, x.shape, (2, 1), (1, 2), padding,
+                                                                 cache=cache)):
+            out[f"conv {name} {padding}"] = a.copy()
+        for pool, s in (((2, 2), (2, 2)), ((3, 3), (2, 1))):
+            y, mask = K.max_pool2d_forward(x, pool, s, padding, cache)
+            out[f"max y {pool} {padding}"] = y.copy()
+            g = np.linspace(-1, 1, y.size, dtype=x.dtype).reshape(y.shape)
+            out[f"max dx {pool} {padding}"] = K.max_pool2d_backward(g, mask, x.shape, pool, s, padding, cache).copy()
+            out[f"avg y {pool} {padding}"] = K.avg_pool2d_forward(x, pool, s, padding, cache).copy()
+            out[f"avg dx {pool} {padding}"] = K.avg_pool2d_backward(g, x.shape, pool, s, padding, cache).copy()
+    y = K.global_avg_pool2d_forward(x, cache)
+    out["gap y"] = y.copy()
+    out["gap dx"] = K.global_avg_pool2d_backward(y, x.shape, cache).copy()
+    return out
+
+
+def test_float32_stays_float32(rng):
+    x = rng.standard_normal((2, 7, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    for name, a in _all_kernels(x, w, b, {}).items():
+        assert a.dtype == np.float32, name
+    _, mask = K.max_pool2d_forward(x, (2, 2), (2, 2))
+    assert mask.dtype == np.bool_
+
+
+def test_inputs_are_not_mutated(rng):
+    x = rng.standard_normal((2, 7, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    before = [a.copy() for a in (x, w, b)]
+    _all_kernels(x, w, b, {})
+    for a, a0 in zip((x, w, b), before):
+        np.testing.assert_array_equal(a, a0)
+    # the backward passes' inputs too: grad_out, cols and the mask
+    y, cols = K.conv2d_forward(x, w, b, padding="same")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    g0, cols0 = g.copy(), cols.copy()
+    K.conv2d_backward(g, cols, w, x.shape, padding="same")
+    np.testing.assert_array_equal(g, g0)
+    np.testing.assert_array_equal(cols, cols0)
+    for pool, s in (((2, 2), (2, 2)), ((3, 3), (1, 1))):
+        y, mask = K.max_pool2d_forward(x, pool, s, "same")
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        g0, mask0 = g.copy(), mask.copy()
+        K.max_pool2d_backward(g, mask, x.shape, pool, s, "same")
+        K.avg_pool2d_backward(g, x.shape, pool, s, "same")
+        np.testing.assert_array_equal(g, g0)
+        np.testing.assert_array_equal(mask, mask0)
+
+
+def test_a_reused_cache_is_right_across_batch_sizes(rng):
+    w = rng.standard_normal((3, 3, 3, 4))
+    b = rng.standard_normal(4)
+    x3 = rng.standard_normal((3, 7, 5, 3))
+    x1 = rng.standard_normal((1, 7, 5, 3)) * 10.0
+    cache = {}
+    runs = [(x, _all_kernels(x, w, b, cache)) for x in (x3, x1, x3, x1)]
+    for x, got in runs:
+        want = _all_kernels(x, w, b, {})
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
