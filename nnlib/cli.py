@@ -2,6 +2,7 @@
 
     nnlib train --data digits
     nnlib train --data fashion-mnist --hidden 256,128 --batch-size 128 --save model.nnlib --plot curves.png
+    nnlib train --data fashion-mnist --arch cnn --batch-size 128 --epochs 10 --tol none
     nnlib evaluate model.nnlib --data fashion-mnist
     nnlib predict model.nnlib --data fashion-mnist --out predictions.csv
 
@@ -12,6 +13,7 @@ problem with the data or a model file exits with status 1; neither shows a trace
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ import numpy as np
 
 from . import datasets
 from . import optimizers as optimizers_module
-from .layers import Dense, activations
+from .layers import Conv2D, Dense, Flatten, Layer, MaxPooling2D, Reshape, activations
 from .model import Sequential
 from .optimizers import registry as optimizer_registry
 from .plot import MISSING_MATPLOTLIB, plot_history
@@ -84,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nnlib", description="Train and use NumPy neural networks on MNIST-style data.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train an MLP, print its test accuracy, optionally save it")
+    train = sub.add_parser("train", help="train an MLP or a CNN, print its test accuracy, optionally save it")
     train.add_argument("--data", default="digits", help=f"dataset: {_data_help()} (default: digits)")
-    train.add_argument("--hidden", type=_hidden, default=[256, 128], help="hidden layer sizes (default: 256,128)")
+    train.add_argument("--arch", default="mlp", choices=["mlp", "cnn"],
+                       help="mlp: Dense layers of --hidden sizes; cnn: the reference CNN, Conv2D(32, 3, same) - "
+                            "MaxPooling2D - Conv2D(64, 3, same) - MaxPooling2D - Dense(128) (default: mlp)")
+    train.add_argument("--hidden", type=_hidden, default=[256, 128],
+                       help="hidden layer sizes of the mlp (default: 256,128)")
     train.add_argument("--activation", default="relu", choices=[n for n in activations.names() if n != "linear"])
     train.add_argument("--optimizer", default="adam", choices=optimizer_registry.names())
     train.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate (default: 1e-3)")
@@ -110,13 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _layers(args: argparse.Namespace, n_features: int, n_classes: int) -> list[Layer]:
+    if args.arch == "mlp":
+        return [Dense(h, activation=args.activation) for h in args.hidden] + [Dense(n_classes)]
+    side = math.isqrt(n_features)
+    if side * side != n_features or side < 4:
+        raise ValueError(f"--arch cnn needs square images of at least 4x4 pixels; {args.data} has "
+                         f"{n_features} features per sample")
+    # The data sets come as rows of pixels: the model's first layer makes them (side, side, 1) images, so
+    # the saved model takes the same rows as an MLP would (nnlib evaluate and predict work unchanged).
+    return [Reshape((side, side, 1)),
+            Conv2D(32, 3, padding="same", activation=args.activation), MaxPooling2D(2),
+            Conv2D(64, 3, padding="same", activation=args.activation), MaxPooling2D(2),
+            Flatten(), Dense(128, activation=args.activation), Dense(n_classes)]
+
+
 def _train(args: argparse.Namespace) -> int:
     (x_train, y_train), (x_test, y_test) = datasets.load(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     print(f"data: {args.data}, {x_train.shape[0]} train and {x_test.shape[0]} test samples, "
           f"{x_train.shape[1]} features, {n_classes} classes")
-    model = Sequential([Dense(h, activation=args.activation) for h in args.hidden] + [Dense(n_classes)],
-                       seed=args.seed)
+    model = Sequential(_layers(args, x_train.shape[1], n_classes), seed=args.seed)
     model.compile(optimizer=optimizers_module.get(args.optimizer, lr=args.lr),
                   loss="softmax_cross_entropy", metrics=["accuracy"])
     start = time.perf_counter()

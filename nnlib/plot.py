@@ -1,4 +1,4 @@
-"""Training curves and gradient norms to PNG with matplotlib (the optional ``plot`` extra).
+"""Training curves, gradient norms and convolution filters to PNG with matplotlib (the optional ``plot`` extra).
 
 matplotlib is imported only when a plot is drawn, with the non-interactive Agg
 backend, so nnlib never needs a display or matplotlib to train.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["plot_history", "plot_gradient_norms", "MISSING_MATPLOTLIB"]
+__all__ = ["plot_history", "plot_gradient_norms", "plot_filters", "MISSING_MATPLOTLIB"]
 
 MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install 'nnlib[plot]' (or pip install matplotlib)"
 
@@ -143,6 +143,65 @@ def plot_gradient_norms(source: Any, path: str | os.PathLike[str], title: str | 
                 ax.set_title(label)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_filters(model: Any, path: str | os.PathLike[str], title: str | None = None, max_filters: int = 64) -> str:
+    """Draw the kernels of the model's first convolution layer, one small image per filter, into a PNG.
+
+    Each filter ``weight[:, :, :, f]`` of shape (KH, KW, C_in) is drawn as a grey image of its
+    (KH, KW) taps when ``C_in`` is 1, as colour when ``C_in`` is 3, and as the mean over the input
+    channels otherwise; each is scaled to its own range, so the picture shows the pattern a filter
+    responds to (edges and blobs after training), not its size.
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model with a convolution layer (the first layer whose ``weight`` has 4 axes).
+    path : str or PathLike
+        Output file.
+    title : str, optional
+    max_filters : int, default 64
+        Draw at most this many filters (the first ones).
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If the model has no built convolution layer.
+    """
+    conv = next((layer for layer in getattr(model, "layers", [])
+                 if len(getattr(getattr(layer, "weight", None), "shape", ())) == 4), None)
+    if conv is None:
+        raise ValueError(f"plot_filters needs a built model with a Conv2D layer; {model!r} has none")
+    import numpy as np
+
+    kernels = np.asarray(conv.weight.value, dtype=np.float64)[..., :max(1, int(max_filters))]
+    if kernels.shape[2] != 3:
+        kernels = kernels.mean(axis=2, keepdims=True)
+    low = kernels.min(axis=(0, 1, 2), keepdims=True)
+    span = kernels.max(axis=(0, 1, 2), keepdims=True) - low
+    kernels = (kernels - low) / np.where(span > 0, span, 1.0)
+    plt = _pyplot()
+    count = kernels.shape[3]
+    cols = min(count, 8)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + (0.4 if title else 0)), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k < count:
+            image = kernels[:, :, :, k]
+            ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", interpolation="nearest")
+            ax.set_title(str(k), fontsize=7)
+    fig.suptitle(title or f"{conv.name}: {count} filters of {conv.weight.shape[0]}x{conv.weight.shape[1]}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -95,7 +95,40 @@ def test_train_on_a_directory_of_idx_files(tmp_path, capsys):
     assert "40 train and 20 test samples, 784 features, 10 classes" in out
 
 
+def test_train_the_reference_cnn_on_idx_images_then_evaluate_it(tmp_path, capsys):
+    """--arch cnn: the reference CNN on (28, 28, 1) images made from the rows by its first layer, so the saved
+    model evaluates on the same rows."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    path = tmp_path / "cnn.nnlib"
+    status, out, _ = run(capsys, "train", "--data", str(tmp_path), "--arch", "cnn", "--epochs", "1", "--quiet",
+                         "--save", str(path))
+    assert status == 0 and "test accuracy: " in out
+    model = load_model(path)
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Reshape", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    assert [layer.output_shape for layer in model.layers][:5] == [(28, 28, 1), (28, 28, 32), (14, 14, 32),
+                                                                 (14, 14, 64), (7, 7, 64)]
+    status, out, _ = run(capsys, "evaluate", str(path), "--data", str(tmp_path))
+    assert status == 0 and "test accuracy: " in out
+
+
+def test_cnn_on_digits_trains(capsys):
+    status, out, _ = run(capsys, "train", "--data", "digits", "--arch", "cnn", "--epochs", "2", "--quiet")
+    assert status == 0 and 0.5 < float(out.split("test accuracy: ")[1].split()[0]) <= 1.0
+
+
+def test_cnn_needs_square_images():
+    args = cli.build_parser().parse_args(["train", "--arch", "cnn"])
+    with pytest.raises(ValueError, match=r"--arch cnn needs square images of at least 4x4 pixels; digits has "
+                                         r"63 features per sample"):
+        cli._layers(args, 63, 10)
+
+
 @pytest.mark.parametrize(("argv", "status", "message"), [
+    (["train", "--arch", "resnet"], 2, "invalid choice: 'resnet'"),
     (["train", "--data", "nope"], 1, "unknown dataset 'nope'"),
     (["train", "--data", "/no/such/dir"], 1, "data directory /no/such/dir does not exist"),
     (["train", "--hidden", "0"], 2, "--hidden sizes must be > 0"),

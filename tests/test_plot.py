@@ -1,5 +1,6 @@
 """nnlib/plot.py: plot_gradient_norms draws a real PNG from a GradientMonitor or its history and refuses
-figures without grad_norm; plot_history leaves the per-layer figures to it."""
+figures without grad_norm; plot_history leaves the per-layer figures to it; plot_filters draws the first
+convolution layer's kernels."""
 
 from __future__ import annotations
 
@@ -56,3 +57,16 @@ def test_plot_history_leaves_per_layer_figures_to_the_gradient_plot(tmp_path, mo
             "update_ratio/dense_0": [1e-3, 2e-3]}
     plot.plot_history(logs, tmp_path / "h.png")
     assert drawn == [2]  # loss and accuracy only
+
+
+def test_plot_filters_draws_the_first_conv_layer(tmp_path):
+    pytest.importorskip("matplotlib")
+    model = nn.Sequential([nn.Conv2D(6, 3, input_shape=(8, 8, 1)), nn.Conv2D(2, 3), nn.Flatten(), nn.Dense(2)],
+                          seed=0)
+    path = tmp_path / "filters.png"
+    assert nn.plot.plot_filters(model, path) == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    colour = nn.Sequential([nn.Conv2D(20, 2, input_shape=(5, 5, 3))], seed=0)
+    assert nn.plot.plot_filters(colour, tmp_path / "c.png", title="rgb", max_filters=10)
+    with pytest.raises(ValueError, match="needs a built model with a Conv2D layer"):
+        nn.plot.plot_filters(nn.Sequential([nn.Dense(2, input_dim=3)]), tmp_path / "x.png")
