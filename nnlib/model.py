@@ -331,7 +331,8 @@ class Sequential:
             ``{"loss": float, <metric>: float, ...}``, means over all samples.
         """
         self.require_compiled("evaluate")
-        batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before evaluate()")
         x, y = self.prepare_inputs(x, y)
@@ -347,16 +348,19 @@ class Sequential:
         ----------
         x : array-like of shape (N, *input_shape)
         batch_size : int, optional
-            Samples per forward pass (default 1024); only memory use depends on it.
+            Samples per forward pass (default 1024, fewer for images: see
+            :func:`nnlib.training.inference_chunk`); only memory use depends on it.
 
         Returns
         -------
         ndarray of shape (N, *output_shape)
         """
-        batch_size = training.PREDICT_CHUNK if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
         x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True)
         if not self.built:
             self.build(x.shape[1:])
+        batch_size = batch_size or training.inference_chunk(self)
         result = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
             out = self.forward(x[start:start + batch_size], training=False)

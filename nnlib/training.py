@@ -12,6 +12,7 @@ what they add to an epoch's logs.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from typing import Any
@@ -23,9 +24,18 @@ from ._validation import check_choice, check_int, check_name, check_number, chec
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
 from .data import BatchIterator, chunks, epoch_rng, split_indices
 
-__all__ = ["fit", "evaluate_arrays", "batch_figures", "PREDICT_CHUNK"]
+__all__ = ["fit", "evaluate_arrays", "batch_figures", "inference_chunk", "PREDICT_CHUNK"]
 
-PREDICT_CHUNK = 1024  # rows per forward pass in predict/evaluate: BLAS is at full speed by then
+PREDICT_CHUNK = 1024  # the most samples per forward pass in predict/evaluate: BLAS is at full speed by then
+INFERENCE_BYTES = 16 << 20  # ... and the most bytes of the widest layer's outputs in one pass
+
+
+def inference_chunk(model: Any) -> int:
+    """Samples per forward pass in predict/evaluate: PREDICT_CHUNK (1024) for MLPs; fewer for images, so the
+    widest layer's outputs (and a convolution's patch matrix, a few times larger) stay within tens of MB:
+    168 for 28x28x32 float32 feature maps."""
+    widest = max(math.prod(layer.output_shape or (1,)) for layer in model.layers) * model.dtype.itemsize
+    return max(1, min(PREDICT_CHUNK, INFERENCE_BYTES // widest))
 
 
 def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
@@ -142,8 +152,9 @@ def batch_figures(model: Any, loss: float, y: np.ndarray, out: np.ndarray) -> li
 
 
 def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None,
-                    batch_size: int = PREDICT_CHUNK) -> dict[str, float]:
-    """Loss and metrics over the rows ``idx`` (default: all) of checked arrays, in inference mode.
+                    batch_size: int | None = None) -> dict[str, float]:
+    """Loss and metrics over the rows ``idx`` (default: all) of checked arrays, in inference mode,
+    ``batch_size`` samples per pass (default :func:`inference_chunk`).
 
     Returns
     -------
@@ -151,6 +162,7 @@ def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, idx: np.ndarray | 
         ``{"loss": float, <metric>: float, ...}``, sample-weighted means over the rows.
     """
     rows = np.arange(x.shape[0]) if idx is None else idx
+    batch_size = inference_chunk(model) if batch_size is None else batch_size
     names = ["loss"] + [name for name, _ in model.metrics]
     sums = [0.0] * len(names)
     for chunk in chunks(rows, batch_size):

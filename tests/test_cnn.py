@@ -163,3 +163,16 @@ def test_forged_conv_configs_are_refused_before_allocation(tmp_path, forge, matc
     assert isinstance(error, ValueError), repr(error)
     assert re.search(match, str(error)), str(error)
     assert peak < MEMORY_BOUND
+
+
+def test_predict_on_images_runs_in_chunks_that_bound_memory():
+    """predict/evaluate pass at most 16 MB of the widest layer's outputs at a time (167 images of 28x28x32 float32
+    maps), 1024 rows for MLPs; the figures do not depend on the chunking."""
+    from nnlib.training import inference_chunk
+
+    cnn = nn.Sequential([nn.Conv2D(32, 3, padding="same", input_shape=(28, 28, 1)), nn.Flatten(), nn.Dense(2)],
+                        seed=0)
+    assert inference_chunk(cnn) == (16 << 20) // (28 * 28 * 32 * 4) == 167
+    assert inference_chunk(nn.Sequential([nn.Dense(256, input_dim=784), nn.Dense(10)])) == 1024
+    x = np.random.default_rng(0).random((400, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(cnn.predict(x), cnn.predict(x, batch_size=400), rtol=1e-5, atol=1e-6)

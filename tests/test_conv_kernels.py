@@ -26,7 +26,7 @@ def tf_pads(size, kernel, stride, dilation, padding):
 
 
 def ref_conv(x, w, b, s, d, padding):
-    """y, dW-free forward: loops over output positions and kernel cells, float64."""
+    """The forward pass by looping over output positions and kernel cells, in float64."""
     n, h, wd, c = x.shape
     kh, kw, _, f = w.shape
     oh, pt, pb = tf_pads(h, kh, s[0], d[0], padding)
@@ -236,9 +236,11 @@ def test_chunked_batches_give_the_same_results(padding, rng, monkeypatch):
     g = rng.standard_normal(y.shape)
     dx, dw, db = (a.copy() for a in K.conv2d_backward(g, cols, w, x.shape, (2, 1), (1, 2), padding))
     monkeypatch.setattr(K, "_CHUNK_BYTES", 1)  # one sample per chunk
-    y1, cols1 = K.conv2d_forward(x, w, b, (2, 1), (1, 2), padding, cache={})
-    np.testing.assert_array_equal(cols1, cols)
-    np.testing.assert_allclose(y1, y, rtol=1e-14, atol=1e-14)
+    for tile in (1, 4, 12, 4096):  # the bias added to 1, 1, 3 (with a remainder) and 1024 rows at a time
+        monkeypatch.setattr(K, "_BIAS_TILE", tile)
+        y1, cols1 = K.conv2d_forward(x, w, b, (2, 1), (1, 2), padding, cache={})
+        np.testing.assert_array_equal(cols1, cols)
+        np.testing.assert_allclose(y1, y, rtol=1e-14, atol=1e-14)
     for got, want in zip(K.conv2d_backward(g, cols1, w, x.shape, (2, 1), (1, 2), padding, cache={}), (dx, dw, db)):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
