@@ -18,9 +18,9 @@ def cached_buffer(cache: dict, key: str, shape: tuple[int, ...], dtype: Any) -> 
     array whose shape differs only in its first axis is a leading slice of one buffer,
     sized for the largest batch seen: the memory is that of one batch, not of each batch
     size (measured with tracemalloc: the reference CNN's buffers after a step of 128 and one
-    of 96 held 273 MB, 1.72 times the 159 MB of one step of 128; now 159 MB). The array last returned for ``key`` is also kept
-    under ``key`` alone, so the common case (same shape as last time) is one dict lookup
-    and two comparisons.
+    of 96 held 273 MB, 1.72 times the 159 MB of one step of 128; now 159 MB). The array
+    last returned for ``key`` is also kept under ``key`` alone, so the common case (same
+    shape as last time) is one dict lookup and two comparisons.
     """
     last = cache.get(key)
     if last is not None and last.shape == shape and last.dtype == dtype:

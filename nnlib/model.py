@@ -22,7 +22,7 @@ from . import optimizers as optimizers_module
 from ._validation import check_float_dtype, check_int, check_positive_int, check_shape, format_shape
 from .callbacks import Callback, History
 from .data import INIT_STREAM, check_features
-from .layers import Layer
+from .layers import Conv2D, Layer, MaxPooling2D, ReLU
 from .parameter import Parameter, pack
 
 __all__ = ["Sequential"]
@@ -125,6 +125,7 @@ class Sequential:
             if hasattr(layer, "next_activation") and i + 1 < len(self.layers):
                 layer.next_activation = self.layers[i + 1]
             shape = layer.build(shape, rng, self.dtype)
+        self._move_relus_past_max_pooling()
         self._params = [p for layer in self.layers for p in layer.parameters()]
         self._flat_grads = pack(self._params, self.dtype)[1]
         # Nobody needs dL/dx at or before the first layer that has parameters.
@@ -133,6 +134,27 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             layer.needs_input_grad = i != self._first_trainable or not trainable
         self.input_shape, self.output_shape = input_shape, tuple(shape)
+
+    def _move_relus_past_max_pooling(self) -> None:
+        """Where a ReLU (a layer, or a Conv2D's activation) comes right before MaxPooling2D, the pooling layer
+        applies it after pooling, to 4x fewer elements after a 2x2 pool (the convnet's usual pattern). Both
+        are monotone, so outputs and gradients stay the same bit for bit (see MaxPooling2D.relu_after); only
+        the layers' own outputs in between (what ``layer.forward`` returns inside the model) are taken before
+        the ReLU."""
+        for layer in self.layers:
+            if isinstance(layer, ReLU):
+                layer.moved_past_pooling = False
+            elif isinstance(layer, Conv2D):
+                layer.activation_moved_past_pooling = False
+            elif isinstance(layer, MaxPooling2D):
+                layer.relu_after = False
+        for before, pool in zip(self.layers, self.layers[1:]):
+            if not isinstance(pool, MaxPooling2D):
+                continue
+            if type(before) is ReLU:
+                before.moved_past_pooling = pool.relu_after = True
+            elif isinstance(before, Conv2D) and type(before.activation) is ReLU:
+                before.activation_moved_past_pooling = pool.relu_after = True
 
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter, in layer order."""

@@ -176,3 +176,33 @@ def test_predict_on_images_runs_in_chunks_that_bound_memory():
     assert inference_chunk(nn.Sequential([nn.Dense(256, input_dim=784), nn.Dense(10)])) == 1024
     x = np.random.default_rng(0).random((400, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(cnn.predict(x), cnn.predict(x, batch_size=400), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make_relu", ["activation", "layer"])
+def test_relu_moved_past_max_pooling_trains_bit_for_bit_the_same(make_relu):
+    """A ReLU right before MaxPooling2D (a Conv2D's activation, or a ReLU layer) is applied after the pooling,
+    on 4x fewer elements; an identity layer in between keeps the textbook order. Ties after ReLU (windows of
+    zeros) and "same" padding included, five Adam steps leave the weights equal bit for bit."""
+    def model(split):
+        if make_relu == "activation":
+            head = [nn.Conv2D(4, 3, activation="relu", input_shape=(7, 7, 1))]
+        else:
+            head = [nn.Conv2D(4, 3, input_shape=(7, 7, 1)), nn.ReLU()]
+        m = nn.Sequential([*head, *([nn.Linear()] if split else []), nn.MaxPooling2D(2, padding="same"),
+                           nn.Flatten(), nn.Dense(3)], seed=5)
+        m.compile("adam", "softmax_cross_entropy")
+        return m
+
+    fused, plain = model(False), model(True)
+    pool = fused.layers[-3]
+    assert pool.relu_after and not plain.layers[-3].relu_after
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 7, 7, 1)).astype(np.float32), rng.integers(0, 3, 16)
+    for _ in range(5):
+        assert fused.train_on_batch(x, y) == plain.train_on_batch(x, y)
+    assert (pool._y == 0).any()  # the last step had windows whose maximum was <= 0
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
+    result = nn.check_gradients(fused_copy := model(False), rng.standard_normal((3, 7, 7, 1)), y[:3])
+    assert result.ok and fused_copy.layers[-3].relu_after, str(result)

@@ -48,6 +48,21 @@ class ReLU(_Activation):
 
     derivative_text = "passes the gradient where the input was > 0, zero elsewhere"
 
+    #: set by Sequential when MaxPooling2D comes next: the pooling applies this ReLU to its 4x smaller
+    #: output instead (they commute, gradients included), and this layer passes its input through
+    moved_past_pooling = False
+    _passed = False
+
+    def forward(self, x, training=False):
+        self._passed = self.moved_past_pooling
+        if self._passed:
+            self._check_input(x)
+            return x
+        return super().forward(x, training)
+
+    def backward(self, grad_out):
+        return grad_out if self._passed else super().backward(grad_out)
+
     # y = x * [x > 0]  =>  dx = g * [x > 0]; the mask is made once, in forward, as 0.0/1.0
     # in y's dtype (measured: a same-dtype multiply takes half the time of one by a bool
     # mask, and np.maximum is slower than the comparison and the multiply together)
@@ -59,7 +74,7 @@ class ReLU(_Activation):
         np.multiply(g, self._mask, out=dx)
 
     def symbolic(self, sp, x):
-        return elementwise(x, lambda v: sp.Max(v, 0))
+        return x if self.moved_past_pooling else elementwise(x, lambda v: sp.Max(v, 0))
 
 
 @registry.register("leaky_relu")

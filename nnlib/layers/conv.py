@@ -115,6 +115,9 @@ class Conv2D(Layer):
         self.bias_init = initializers.get(bias_init)
         #: set by Sequential: the activation that follows this layer, for the default init
         self.next_activation: Layer | None = None
+        #: set by Sequential when this layer's activation is ReLU and MaxPooling2D comes next: the pooling
+        #: applies the ReLU to its 4x smaller output instead (they commute, gradients included)
+        self.activation_moved_past_pooling = False
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
         if self.declared_input_shape is not None:
@@ -173,7 +176,8 @@ class Conv2D(Layer):
         y, self._cols = _conv.conv2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
                                              self.strides, self.dilation_rate, self.padding, self._buffers)
         self._x_shape = x.shape
-        act = self.activation
+        act = None if self.activation_moved_past_pooling else self.activation
+        self._act = act
         if isinstance(act, _Activation):  # y is this layer's own array: no second check
             y = act._forward_checked(y)
         elif act is not None:
@@ -181,8 +185,8 @@ class Conv2D(Layer):
         return y
 
     def backward(self, grad_out):
-        if self.activation is not None:
-            grad_out = self.activation.backward(grad_out)
+        if self._act is not None:
+            grad_out = self._act.backward(grad_out)
         dx, _, _ = _conv.conv2d_backward(
             grad_out, self._cols, self.weight.value, self._x_shape, self.strides, self.dilation_rate, self.padding,
             need_dx=self.needs_input_grad, need_db=self.use_bias, dw_out=self.weight.grad,
@@ -204,7 +208,9 @@ class Conv2D(Layer):
                 out[:, i, j, :] = np.tensordot(patch, weight, axes=3)
         if bias is not None:
             out = out + bias
-        return out if self.activation is None else self.activation.symbolic(sp, out)
+        if self.activation is None or self.activation_moved_past_pooling:
+            return out
+        return self.activation.symbolic(sp, out)
 
     def get_config(self):
         return {

@@ -93,15 +93,28 @@ class MaxPooling2D(_Pooling2D):
 
     derivative_text = "passes each window's gradient to the first entry that held the window's maximum"
 
+    #: set by Sequential when a ReLU comes right before (a layer, or a Conv2D's activation): this layer
+    #: applies it after pooling, to 4x fewer elements after a 2x2 pool. ReLU and max are both monotone, so
+    #: relu(max(w)) = max(relu(w)), and the gradient is the same too: it goes to the window's first maximum
+    #: when that maximum is > 0, and nowhere when it is <= 0 (ReLU's derivative is 0 there either way).
+    relu_after = False
+
     # y[n, i, j, c] = max over the window of x  =>  dx = g at the window's first argmax, 0 elsewhere
+    #   (relu_after: y = m [m > 0] for that max m  =>  the same, with g first multiplied by [m > 0])
     def _forward(self, x, training):
         # Inference needs no record of the winners; a backward pass after one finds them then.
         y, self._winners = _conv.max_pool2d_forward(x, self.pool_size, self.strides, self.padding, self._buffers,
                                                     need_mask=training)
-        self._x = x
+        self._x, self._relu_applied = x, self.relu_after
+        if self._relu_applied:
+            np.multiply(y, y > 0, out=y)  # ReLU's own form: -0.0 where it gives -0.0
+            self._y = y
         return y
 
     def backward(self, grad_out):
+        if self._relu_applied:
+            grad_out = np.multiply(grad_out, self._y > 0, out=self._buffer("relu_grad", grad_out.shape,
+                                                                             grad_out.dtype))
         if self._winners is None:
             scratch: dict = {}  # not the layer's buffers: the forward output must stay valid
             self._winners = _conv.max_pool2d_forward(self._x, self.pool_size, self.strides, self.padding,
@@ -114,7 +127,7 @@ class MaxPooling2D(_Pooling2D):
         for i, j, window in self._windows(x):
             for n in range(x.shape[0]):
                 for c in range(x.shape[3]):
-                    out[n, i, j, c] = sp.Max(*window[n, :, :, c].ravel())
+                    out[n, i, j, c] = sp.Max(*window[n, :, :, c].ravel(), *([0] if self.relu_after else []))
         return out
 
 
