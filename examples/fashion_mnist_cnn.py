@@ -14,7 +14,10 @@ The test set is passed as ``validation_data`` only to print its accuracy after e
 epoch: nothing is chosen from it (``tol=None``: a fixed number of epochs). Writes the
 first layer's filters to a PNG (``nnlib.plot.plot_filters``).
 
-Run (needs the data: ``apt-get install dataset-fashion-mnist``; about 10 minutes on 2 cores)::
+Measured: test accuracy 0.9311 after 15 epochs (0.9200 after 7), at commit c9dc80f. That run took
+27 minutes, with one BLAS thread while another training used the second core.
+
+Run (needs the data: ``apt-get install dataset-fashion-mnist``)::
 
     python examples/fashion_mnist_cnn.py [--epochs 15] [--filters fashion_mnist_filters.png]
 """
