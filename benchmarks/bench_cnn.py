@@ -613,10 +613,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_cnn*.json)")
     C.add_runner_options(p)
     args = p.parse_args(argv)
+    # --accuracy measures no speed: a busy machine only makes it slower, so it neither waits nor re-runs
     if args.quiet_wait is None:
-        args.quiet_wait = 0.0 if args.quick else 60.0
+        args.quiet_wait = 0.0 if args.quick or args.accuracy else 60.0
     if args.busy_retries is None:
-        args.busy_retries = 0 if args.quick else 1
+        args.busy_retries = 0 if args.quick or args.accuracy else 1
     bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad:
         p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
