@@ -1,6 +1,7 @@
-"""Convolution and pooling written the slow, obvious way (float64 loops over every output entry), from the
-definitions alone, as the independent reference the CNN tests compare nnlib with (not collected: no
-``test_`` prefix). Nothing here imports nnlib.
+"""Convolution and pooling written the slow, obvious way (float64 loops over output positions, kernel taps and
+window cells), from the definitions alone, as the independent reference every CNN test compares nnlib with
+(tests/test_conv_kernels.py, test_conv.py, test_pooling.py, test_cnn.py; not collected: no ``test_`` prefix).
+Nothing here imports nnlib.
 
 Conventions, as Keras/TensorFlow: NHWC images, kernels (KH, KW, C_in, C_out); "same" gives ceil(in / stride)
 outputs with the extra padding row/column at the bottom/right; max pooling sends a window's gradient to its
@@ -24,48 +25,45 @@ def pads(size: int, kernel: int, stride: int, dilation: int, padding: str) -> tu
     return out, total // 2, total - total // 2
 
 
+def _padded(x, kernel, strides, dilation, padding):
+    """(x zero-padded by TensorFlow's rule in float64, (OH, OW), (top, left))."""
+    h, wd = x.shape[1:3]
+    oh, top, bottom = pads(h, kernel[0], strides[0], dilation[0], padding)
+    ow, left, right = pads(wd, kernel[1], strides[1], dilation[1], padding)
+    xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    return xp, (oh, ow), (top, left)
+
+
 def conv2d(x, w, b, strides=(1, 1), dilation=(1, 1), padding="valid"):
-    """y[n, i, j, f] = sum_{a, b, c} xpad[n, i sh + a dh, j sw + b dw, c] w[a, b, c, f] + b[f]."""
-    n, h, wd, c = x.shape
+    """y[n, i, j, f] = sum_{a, b, c} xpad[n, i sh + a dh, j sw + b dw, c] w[a, b, c, f] + b[f], by looping over
+    output positions and kernel taps (each tap a (N, C) x (C, F) product)."""
     kh, kw, _, f = w.shape
-    oh, top, bottom = pads(h, kh, strides[0], dilation[0], padding)
-    ow, left, right = pads(wd, kw, strides[1], dilation[1], padding)
-    xp = np.zeros((n, h + top + bottom, wd + left + right, c))
-    xp[:, top:top + h, left:left + wd] = x
-    y = np.zeros((n, oh, ow, f))
-    for s in range(n):
-        for i in range(oh):
-            for j in range(ow):
-                for o in range(f):
-                    total = 0.0 if b is None else float(b[o])
-                    for a in range(kh):
-                        for e in range(kw):
-                            for ch in range(c):
-                                total += xp[s, i * strides[0] + a * dilation[0], j * strides[1] + e * dilation[1],
-                                            ch] * w[a, e, ch, o]
-                    y[s, i, j, o] = total
-    return y
+    xp, (oh, ow), _ = _padded(x, (kh, kw), strides, dilation, padding)
+    w = np.asarray(w, dtype=np.float64)
+    y = np.zeros((x.shape[0], oh, ow, f))
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for e in range(kw):
+                    r, q = i * strides[0] + a * dilation[0], j * strides[1] + e * dilation[1]
+                    y[:, i, j, :] += xp[:, r, q, :] @ w[a, e]
+    return y if b is None else y + np.asarray(b, dtype=np.float64)
 
 
 def conv2d_grads(x, w, g, strides=(1, 1), dilation=(1, 1), padding="valid"):
-    """(dx, dw, db) of conv2d for dL/dy = g, accumulated entry by entry from the same sum."""
-    n, h, wd, c = x.shape
-    kh, kw, _, f = w.shape
-    oh, top, bottom = pads(h, kh, strides[0], dilation[0], padding)
-    ow, left, right = pads(wd, kw, strides[1], dilation[1], padding)
-    xp = np.zeros((n, h + top + bottom, wd + left + right, c))
-    xp[:, top:top + h, left:left + wd] = x
+    """(dx, dw, db) of conv2d for dL/dy = g, each output's gradient accumulated into the patch it came from."""
+    h, wd = x.shape[1:3]
+    kh, kw = w.shape[:2]
+    xp, (oh, ow), (top, left) = _padded(x, (kh, kw), strides, dilation, padding)
+    w, g = np.asarray(w, dtype=np.float64), np.asarray(g, dtype=np.float64)
     dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
-    for s in range(n):
-        for i in range(oh):
-            for j in range(ow):
-                for o in range(f):
-                    for a in range(kh):
-                        for e in range(kw):
-                            r, q = i * strides[0] + a * dilation[0], j * strides[1] + e * dilation[1]
-                            for ch in range(c):
-                                dw[a, e, ch, o] += g[s, i, j, o] * xp[s, r, q, ch]
-                                dxp[s, r, q, ch] += g[s, i, j, o] * w[a, e, ch, o]
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for e in range(kw):
+                    r, q = i * strides[0] + a * dilation[0], j * strides[1] + e * dilation[1]
+                    dw[a, e] += xp[:, r, q, :].T @ g[:, i, j, :]
+                    dxp[:, r, q, :] += g[:, i, j, :] @ w[a, e].T
     return dxp[:, top:top + h, left:left + wd], dw, g.sum(axis=(0, 1, 2))
 
 

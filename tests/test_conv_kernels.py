@@ -1,92 +1,26 @@
-"""nnlib._conv: the NHWC convolution and pooling kernels against naive float64 loops written here.
+"""nnlib._conv: the NHWC convolution and pooling kernels against the naive float64 loops of
+tests/cnn_reference.py.
 
 The references loop over output positions and window cells and apply TensorFlow's "same" rule
 (OH = ceil(H/s), the odd padding cell after) on their own, so they share no code with the kernels.
 """
 
-import itertools
-import math
-
 import numpy as np
 import pytest
+from cnn_reference import avg_pool, max_pool
+from cnn_reference import conv2d as ref_conv
+from cnn_reference import conv2d_grads as ref_conv_backward
+from cnn_reference import pads as tf_pads
 
 from nnlib import _conv as K
 
-# -- references -------------------------------------------------------------------
-
-
-def tf_pads(size, kernel, stride, dilation, padding):
-    """(out, before, after) by TensorFlow's rule, written out independently of the module."""
-    extent = dilation * (kernel - 1) + 1
-    if padding == "valid":
-        return (size - extent) // stride + 1, 0, 0
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + extent - size, 0)
-    return out, total // 2, total - total // 2
-
-
-def ref_conv(x, w, b, s, d, padding):
-    """The forward pass by looping over output positions and kernel cells, in float64."""
-    n, h, wd, c = x.shape
-    kh, kw, _, f = w.shape
-    oh, pt, pb = tf_pads(h, kh, s[0], d[0], padding)
-    ow, pl, pr = tf_pads(wd, kw, s[1], d[1], padding)
-    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    y = np.zeros((n, oh, ow, f))
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(kh):
-                for bb in range(kw):
-                    y[:, i, j, :] += xp[:, i * s[0] + a * d[0], j * s[1] + bb * d[1], :] @ w[a, bb].astype(np.float64)
-    return y + (0.0 if b is None else b.astype(np.float64))
-
-
-def ref_conv_backward(x, w, g, s, d, padding):
-    """(dx, dW, db) by accumulating each output's gradient into its patch, float64."""
-    n, h, wd, c = x.shape
-    kh, kw, _, f = w.shape
-    oh, pt, pb = tf_pads(h, kh, s[0], d[0], padding)
-    ow, pl, pr = tf_pads(wd, kw, s[1], d[1], padding)
-    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    w, g = w.astype(np.float64), g.astype(np.float64)
-    dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(kh):
-                for bb in range(kw):
-                    r, q = i * s[0] + a * d[0], j * s[1] + bb * d[1]
-                    dw[a, bb] += xp[:, r, q, :].T @ g[:, i, j, :]
-                    dxp[:, r, q, :] += g[:, i, j, :] @ w[a, bb].T
-    return dxp[:, pt:pt + h, pl:pl + wd], dw, g.sum(axis=(0, 1, 2))
+# -- references: tests/cnn_reference.py ----------------------------------------------
 
 
 def ref_pool(x, pool, s, padding, kind, g=None):
-    """Pooling forward and (with ``g``) backward by looping over windows; padding cells are skipped.
-
-    Max: the first maximum in row-major order (strict ``>`` while scanning) takes the gradient."""
-    n, h, wd, c = x.shape
-    oh, pt, _ = tf_pads(h, pool[0], s[0], 1, padding)
-    ow, pl, _ = tf_pads(wd, pool[1], s[1], 1, padding)
-    x = x.astype(np.float64)
-    y = np.zeros((n, oh, ow, c))
-    dx = np.zeros_like(x)
-    for nn, i, j, cc in itertools.product(range(n), range(oh), range(ow), range(c)):
-        cells = [(r, q) for r in range(i * s[0] - pt, i * s[0] - pt + pool[0])
-                 for q in range(j * s[1] - pl, j * s[1] - pl + pool[1]) if 0 <= r < h and 0 <= q < wd]
-        if kind == "max":
-            best = cells[0]
-            for r, q in cells[1:]:
-                if x[nn, r, q, cc] > x[nn, best[0], best[1], cc]:
-                    best = (r, q)
-            y[nn, i, j, cc] = x[nn, best[0], best[1], cc]
-            if g is not None:
-                dx[nn, best[0], best[1], cc] += g[nn, i, j, cc]
-        else:
-            y[nn, i, j, cc] = sum(x[nn, r, q, cc] for r, q in cells) / len(cells)
-            if g is not None:
-                for r, q in cells:
-                    dx[nn, r, q, cc] += g[nn, i, j, cc] / len(cells)
-    return y, dx
+    """(y, dx) of max or average pooling by the loop reference (dx zeros without ``g``)."""
+    y, dx_for = (max_pool if kind == "max" else avg_pool)(x, pool, s, padding)
+    return y, (np.zeros(x.shape) if g is None else dx_for(np.asarray(g, dtype=np.float64)))
 
 
 # -- geometry ----------------------------------------------------------------------
