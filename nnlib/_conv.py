@@ -405,6 +405,18 @@ def _pool_args(x_shape: tuple[int, ...], pool: Any, strides: Any, padding: Any) 
     return pool, strides, oh, ow, pads
 
 
+def _pool_grad_args(grad_out: Any, x_shape: Any, pool: Any, strides: Any, padding: Any
+                    ) -> tuple[np.ndarray, tuple[int, ...], Pair, Pair, int, int, Pads]:
+    """The checked arguments of a pooling backward pass: ``grad_out`` must be (N, OH, OW, C) for ``x_shape``."""
+    grad_out = _check_float(grad_out, "grad_out", 4)
+    x_shape = tuple(int(s) for s in x_shape)
+    pool, strides, oh, ow, pads = _pool_args(x_shape, pool, strides, padding)
+    n, _, _, c = x_shape
+    if grad_out.shape != (n, oh, ow, c):
+        raise ValueError(f"grad_out must have shape {(n, oh, ow, c)}, got {grad_out.shape}")
+    return grad_out, x_shape, pool, strides, oh, ow, pads
+
+
 def _tiles(a: np.ndarray, out_hw: Pair, pool: Pair) -> np.ndarray:
     """(N, OH, PH, OW, PW, C) view of ``a[:, :OH*PH, :OW*PW]``: the windows of a pool whose stride is its size.
 
@@ -553,12 +565,8 @@ def max_pool2d_backward(
     -------
     dx : ndarray (N, H, W, C)
     """
-    grad_out = _check_float(grad_out, "grad_out", 4)
-    x_shape = tuple(int(s) for s in x_shape)
-    pool, strides, oh, ow, pads = _pool_args(x_shape, pool, strides, padding)
+    grad_out, x_shape, pool, strides, oh, ow, pads = _pool_grad_args(grad_out, x_shape, pool, strides, padding)
     n, h, w, c = x_shape
-    if grad_out.shape != (n, oh, ow, c):
-        raise ValueError(f"grad_out must have shape {(n, oh, ow, c)}, got {grad_out.shape}")
     fast = _fast_pool(pool, strides, pads)
     ph, pw = pool
     shape = (n, oh, ph, ow, pw, c) if fast else (n, oh, ow, ph, pw, c)
@@ -654,12 +662,8 @@ def avg_pool2d_backward(
     -------
     dx : ndarray (N, H, W, C)
     """
-    grad_out = _check_float(grad_out, "grad_out", 4)
-    x_shape = tuple(int(s) for s in x_shape)
-    pool, strides, oh, ow, pads = _pool_args(x_shape, pool, strides, padding)
+    grad_out, x_shape, pool, strides, oh, ow, pads = _pool_grad_args(grad_out, x_shape, pool, strides, padding)
     n, _, _, c = x_shape
-    if grad_out.shape != (n, oh, ow, c):
-        raise ValueError(f"grad_out must have shape {(n, oh, ow, c)}, got {grad_out.shape}")
     cache = {} if cache is None else cache
     dtype = grad_out.dtype
     dx = cached_buffer(cache, "avgpool/dx", x_shape, dtype)
