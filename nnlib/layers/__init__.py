@@ -2,6 +2,7 @@
 
 - :mod:`~nnlib.layers.base`: the :class:`Layer` contract and the registries;
 - :mod:`~nnlib.layers.activations`: ReLU, LeakyReLU, Sigmoid, Tanh, Linear;
+- :mod:`~nnlib.layers.affine`: AffineLayer, the base Dense and Conv2D share;
 - :mod:`~nnlib.layers.dense`: Dense;
 - :mod:`~nnlib.layers.dropout`: Dropout;
 - :mod:`~nnlib.layers.normalization`: BatchNormalization;

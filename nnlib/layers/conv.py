@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import _conv, initializers
+from .. import _conv
 from .._validation import check_choice, check_pair, check_positive_int, check_shape, format_shape
 from ..parameter import Parameter
-from .activations import LeakyReLU, ReLU, _Activation
-from .base import Layer, activations, registry
+from .affine import AffineLayer
+from .base import Layer, registry
 
 __all__ = ["Conv2D", "check_image_shape", "check_padding", "spatial_output_shape"]
 
@@ -57,7 +57,7 @@ def spatial_output_shape(layer: Layer, shape: tuple[int, int, int], kernel: tupl
 
 
 @registry.register("conv2d", "conv_2d")
-class Conv2D(Layer):
+class Conv2D(AffineLayer):
     """2-D convolution over ``(N, H, W, C_in)`` images, Keras's ``Conv2D``.
 
     ``y[n, i, j, f] = sum_{a, b, c} x_pad[n, i s_h + a d_h, j s_w + b d_w, c] weight[a, b, c, f] + bias[f]``
@@ -101,7 +101,7 @@ class Conv2D(Layer):
                  activation: str | Layer | None = None, use_bias: bool = True, weight_init: Any = None,
                  bias_init: Any = "zeros", input_shape: tuple[int, int, int] | None = None,
                  name: str | None = None) -> None:
-        super().__init__(name, input_shape)
+        super().__init__(activation, weight_init, bias_init, name, input_shape)
         self.filters = check_positive_int(filters, "Conv2D: filters")
         self.kernel_size = check_pair(kernel_size, "Conv2D: kernel_size")
         self.strides = check_pair(strides, "Conv2D: strides")
@@ -110,11 +110,6 @@ class Conv2D(Layer):
         if not isinstance(use_bias, (bool, np.bool_)):
             raise TypeError(f"Conv2D: use_bias must be True or False, got {use_bias!r}")
         self.use_bias = bool(use_bias)
-        self.activation = None if activation is None else activations.get(activation)
-        self.weight_init = None if weight_init is None else initializers.get(weight_init)
-        self.bias_init = initializers.get(bias_init)
-        #: set by Sequential: the activation that follows this layer, for the default init
-        self.next_activation: Layer | None = None
         #: set by Sequential when this layer's activation is ReLU and MaxPooling2D comes next: the pooling
         #: applies the ReLU to its 4x smaller output instead (they commute, gradients included)
         self.activation_moved_past_pooling = False
@@ -122,12 +117,6 @@ class Conv2D(Layer):
         self.bias: Parameter | None = None
         if self.declared_input_shape is not None:
             self.compute_output_shape(self.declared_input_shape)
-
-    def _default_init(self) -> initializers.Initializer:
-        follower = self.activation or self.next_activation
-        if isinstance(follower, (ReLU, LeakyReLU)):
-            return initializers.HeNormal()
-        return initializers.GlorotUniform()
 
     def compute_output_shape(self, input_shape):
         shape = check_image_shape(self, super().compute_output_shape(input_shape))
@@ -142,7 +131,7 @@ class Conv2D(Layer):
     def build(self, input_shape, rng, dtype=np.float32):
         super().build(input_shape, rng, dtype)
         shapes = self.parameter_shapes(self.input_shape)
-        init = self.weight_init or self._default_init()
+        init = self._weight_initializer()
         prefix = f"{self.name}/" if self.name else ""
         self.weight = Parameter(np.ascontiguousarray(init(shapes[0], rng, self.dtype), dtype=self.dtype),
                                 prefix + "weight")
@@ -176,13 +165,8 @@ class Conv2D(Layer):
         y, self._cols = _conv.conv2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
                                              self.strides, self.dilation_rate, self.padding, self._buffers)
         self._x_shape = x.shape
-        act = None if self.activation_moved_past_pooling else self.activation
-        self._act = act
-        if isinstance(act, _Activation):  # y is this layer's own array: no second check
-            y = act._forward_checked(y)
-        elif act is not None:
-            y = act.forward(y, training)
-        return y
+        self._act = None if self.activation_moved_past_pooling else self.activation
+        return self._activate(self._act, y, training)
 
     def backward(self, grad_out):
         if self._act is not None:
@@ -220,13 +204,7 @@ class Conv2D(Layer):
             "strides": list(self.strides),
             "padding": self.padding,
             "dilation_rate": list(self.dilation_rate),
-            "activation": None if self.activation is None else {
-                "name": self.activation.registered_name,
-                "config": {k: v for k, v in self.activation.get_config().items() if k != "name"}},
             "use_bias": self.use_bias,
-            "weight_init": None if self.weight_init is None else {
-                "name": self.weight_init.registered_name, "config": self.weight_init.get_config()},
-            "bias_init": {"name": self.bias_init.registered_name, "config": self.bias_init.get_config()},
         }
 
     def __repr__(self) -> str:

@@ -6,18 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import initializers
 from .._buffers import cached_ones
 from .._validation import check_positive_int, check_shape
 from ..parameter import Parameter
-from .activations import LeakyReLU, ReLU, _Activation
-from .base import Layer, activations, registry
+from .affine import AffineLayer
+from .base import Layer, registry
 
 __all__ = ["Dense"]
 
 
 @registry.register("dense")
-class Dense(Layer):
+class Dense(AffineLayer):
     """Fully connected layer, ``y = activation(x @ weight + bias)``.
 
     Parameters
@@ -58,23 +57,13 @@ class Dense(Layer):
     ) -> None:
         if input_dim is not None and input_shape is not None:
             raise ValueError(f"give Dense input_dim or input_shape, not both (got {input_dim!r} and {input_shape!r})")
-        super().__init__(name, check_positive_int(input_dim, "input_dim") if input_dim is not None else input_shape)
+        declared = check_positive_int(input_dim, "input_dim") if input_dim is not None else input_shape
+        super().__init__(activation, weight_init, bias_init, name, declared)
         self.units = check_positive_int(units, "units")
-        self.activation = None if activation is None else activations.get(activation)
-        self.weight_init = None if weight_init is None else initializers.get(weight_init)
-        self.bias_init = initializers.get(bias_init)
-        #: set by Sequential: the activation that follows this layer, for the default init
-        self.next_activation: Layer | None = None
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
         if self.declared_input_shape is not None:
             self._check_flat(self.declared_input_shape)
-
-    def _default_init(self) -> initializers.Initializer:
-        follower = self.activation or self.next_activation
-        if isinstance(follower, (ReLU, LeakyReLU)):
-            return initializers.HeNormal()
-        return initializers.GlorotUniform()
 
     @property
     def declared_input_dim(self) -> int | None:
@@ -97,7 +86,7 @@ class Dense(Layer):
     def build(self, input_shape, rng, dtype=np.float32):
         super().build(input_shape, rng, dtype)
         input_dim = self.input_shape[0]
-        init = self.weight_init or self._default_init()
+        init = self._weight_initializer()
         prefix = f"{self.name}/" if self.name else ""
         self.weight = Parameter(
             np.ascontiguousarray(init((input_dim, self.units), rng, self.dtype), dtype=self.dtype),
@@ -125,12 +114,7 @@ class Dense(Layer):
         y = np.matmul(x, self.weight.value, out=self._buffer("y", (x.shape[0], self.units)))
         y += self.bias.value
         self._x = x
-        act = self.activation
-        if isinstance(act, _Activation):  # y is this layer's own (N, units) array: no second check
-            y = act._forward_checked(y)
-        elif act is not None:
-            y = act.forward(y, training)
-        return y
+        return self._activate(self.activation, y, training)
 
     def backward(self, grad_out):
         if self.activation is not None:
@@ -149,17 +133,7 @@ class Dense(Layer):
     def get_config(self):
         config = super().get_config()
         config.pop("input_shape", None)  # written as input_dim, Dense's own spelling
-        return {
-            **config,
-            "units": self.units,
-            "input_dim": self.declared_input_dim,
-            "activation": None if self.activation is None else {
-                "name": self.activation.registered_name,
-                "config": {k: v for k, v in self.activation.get_config().items() if k != "name"}},
-            "weight_init": None if self.weight_init is None else {
-                "name": self.weight_init.registered_name, "config": self.weight_init.get_config()},
-            "bias_init": {"name": self.bias_init.registered_name, "config": self.bias_init.get_config()},
-        }
+        return {**config, "units": self.units, "input_dim": self.declared_input_dim}
 
     def __repr__(self) -> str:
         act = "" if self.activation is None else f", activation={self.activation.registered_name!r}"
