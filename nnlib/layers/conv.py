@@ -17,7 +17,7 @@ from ..parameter import Parameter
 from .affine import AffineLayer
 from .base import Layer, registry
 
-__all__ = ["Conv2D", "check_image_shape", "check_padding", "spatial_output_shape"]
+__all__ = ["Conv2D", "check_image_batch", "check_image_shape", "check_padding", "spatial_output_shape"]
 
 
 def check_padding(padding: Any, owner: str) -> str:
@@ -39,6 +39,13 @@ def check_image_shape(layer: Layer, shape: tuple[int, ...]) -> tuple[int, int, i
     else:
         hint = "reshape them first with nn.Reshape((H, W, C))"
     raise ValueError(f"{layer!r} takes images of shape (H, W, C), got samples of shape {shape}: {hint}")
+
+
+def check_image_batch(layer: Layer, x: Any) -> None:
+    """The hint of :func:`check_image_shape` for a batch of flat or channel-less samples given to ``layer``
+    (other wrong inputs are left to ``Layer._check_input``)."""
+    if isinstance(x, np.ndarray) and x.ndim in (2, 3):
+        check_image_shape(layer, x.shape[1:])
 
 
 def spatial_output_shape(layer: Layer, shape: tuple[int, int, int], kernel: tuple[int, int],
@@ -152,8 +159,7 @@ class Conv2D(AffineLayer):
                 and x.shape[1:3] == self.input_shape[:2] and x.shape[3] != self.input_shape[2]):
             raise ValueError(f"{self!r} was built for {self.input_shape[2]} input channels, got {x.shape[3]} "
                              f"(input of shape {x.shape}, expected {format_shape(self.input_shape)})")
-        if isinstance(x, np.ndarray) and x.ndim in (2, 3):
-            check_image_shape(self, x.shape[1:])
+        check_image_batch(self, x)
         super()._check_input(x)
 
     # y2d = cols w2d + b (cols: one row per output position, columns in (kh, kw, c) order)

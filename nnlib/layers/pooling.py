@@ -13,7 +13,7 @@ import numpy as np
 from .. import _conv
 from .._validation import check_pair
 from .base import Layer, registry
-from .conv import check_image_shape, check_padding, spatial_output_shape
+from .conv import check_image_batch, check_image_shape, check_padding, spatial_output_shape
 
 __all__ = ["MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D"]
 
@@ -40,8 +40,7 @@ class _Pooling2D(Layer):
         return (oh, ow, shape[2])
 
     def forward(self, x, training=False):
-        if isinstance(x, np.ndarray) and x.ndim in (2, 3):
-            check_image_shape(self, x.shape[1:])
+        check_image_batch(self, x)
         self._check_input(x)
         if self.input_shape is None:
             self.compute_output_shape(x.shape[1:])  # an unbuilt layer: the window must fit
@@ -173,8 +172,7 @@ class GlobalAveragePooling2D(Layer):
 
     # y[n, c] = mean over (h, w) of x[n, h, w, c]  =>  dx[n, h, w, c] = g[n, c] / (H W)
     def forward(self, x, training=False):
-        if isinstance(x, np.ndarray) and x.ndim in (2, 3):
-            check_image_shape(self, x.shape[1:])
+        check_image_batch(self, x)
         self._check_input(x)
         self._x_shape = x.shape
         return _conv.global_avg_pool2d_forward(x, self._buffers)
