@@ -39,6 +39,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from ._archive import npy_array, npy_bytes, parse_json, read_archive, write_archive
+from ._validation import check_shape
 from .registry import Registry
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "models", "FORMAT_VERSION"]
@@ -200,18 +201,16 @@ def _planned_shapes(layers: list[Any], input_shape: tuple[int, ...]) -> tuple[li
 
 
 def _input_shape(config: dict[str, Any], layers: list[Any], path: str) -> tuple[int, ...]:
-    shape = config.get("input_shape", config.get("input_dim"))  # input_dim: files of versions 1 and 2
-    if shape is None:
-        shape = layers[0].declared_input_shape
-    if isinstance(shape, list):
-        shape = tuple(shape)
-    if (isinstance(shape, bool) or not isinstance(shape, (int, tuple)) or isinstance(shape, tuple) and (
-            not 0 < len(shape) <= 8 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                               for v in shape))):
-        raise ValueError(f"{path}: invalid input_shape {shape!r:.100} in config.json")
-    shape = shape if isinstance(shape, tuple) else (shape,)
-    if shape[0] < 1 or math.prod(shape) > MAX_SAMPLE_SIZE:
-        raise ValueError(f"{path}: invalid input_shape {shape!r:.100} in config.json")
+    raw = config.get("input_shape", config.get("input_dim"))  # input_dim: files of versions 1 and 2
+    if raw is None:
+        raw = layers[0].declared_input_shape
+    try:
+        shape = check_shape(raw, "input_shape")
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) > 8 or math.prod(shape) > MAX_SAMPLE_SIZE:
+        shown = tuple(raw) if isinstance(raw, list) else (raw,) if isinstance(raw, int) else raw
+        raise ValueError(f"{path}: invalid input_shape {shown!r:.100} in config.json")
     return shape
 
 
