@@ -10,6 +10,7 @@ The layout and the import rule are drawn in the README's "Layout" section.
 import importlib
 
 from . import callbacks, data, datasets, functional, initializers, layers, losses, metrics, optimizers
+from ._threads import get_num_threads, set_num_threads
 from .callbacks import (
     Callback,
     ConvergenceStop,
@@ -97,6 +98,8 @@ __all__ = [
     "explain",
     "Parameter",
     "load_model",
+    "set_num_threads",
+    "get_num_threads",
     "Callback",
     "History",
     "ConvergenceStop",

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpby_consuming", "axpy", "abs_sum", "available", "describe"]
+__all__ = ["axpby", "axpby_consuming", "axpy", "abs_sum", "available", "describe", "blas_threads",
+           "set_blas_threads"]
 
 
 class _Routines:
@@ -117,6 +118,24 @@ def _load() -> tuple[dict[np.dtype, _Routines], str]:
 
 
 _ROUTINES, _DESCRIPTION = _load()
+
+
+def _load_thread_control() -> tuple[Any, Any] | None:
+    """NumPy's OpenBLAS ``get_num_threads``/``set_num_threads``, or None (not found, or not bound)."""
+    path = _numpy_openblas()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
+    except (OSError, AttributeError):
+        return None
+    get.argtypes, get.restype = [], ctypes.c_int
+    put.argtypes, put.restype = [ctypes.c_int], None
+    return get, put
+
+
+_THREAD_CONTROL = _load_thread_control()
 _POINTERS: dict[int, tuple[weakref.ref, int]] = {}  # id -> (weak ref, data address)
 _MAX_POINTERS = 64
 
@@ -137,6 +156,17 @@ def available(x: np.ndarray, y: np.ndarray) -> bool:
     """True when the BLAS path can take ``x`` and write ``y`` (one dtype, contiguous, same size)."""
     return (x.dtype is y.dtype or x.dtype == y.dtype) and y.dtype in _ROUTINES and x.size == y.size \
         and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable
+
+
+def blas_threads() -> int | None:
+    """How many threads NumPy's OpenBLAS uses for a product; None when it cannot be told or set."""
+    return None if _THREAD_CONTROL is None else int(_THREAD_CONTROL[0]())
+
+
+def set_blas_threads(n: int) -> None:
+    """Set NumPy's OpenBLAS thread count for the whole process (a no-op when :func:`blas_threads` is None)."""
+    if _THREAD_CONTROL is not None:
+        _THREAD_CONTROL[1](int(n))
 
 
 def describe() -> str:

@@ -6,6 +6,11 @@ dict (see :func:`nnlib._buffers.cached_buffer`): the caller owns a returned arra
 only until its next call with the same cache, which is what lets a training step
 run without fresh allocations. Without a cache every call allocates.
 
+Inside :func:`nnlib._threads.parallel_region` each function splits its batch over threads
+(every buffer is taken from the cache first, on the calling thread); each sample's
+results are the same either way, and only ``dW``/``db``, sums over the batch, add the
+threads' shares in one more step.
+
 Conventions (Keras/TensorFlow): ``x`` is (N, H, W, C); a kernel ``w`` is
 (KH, KW, C_in, C_out); strides ``(sh, sw)`` and dilations ``(dh, dw)`` are pairs of
 positive ints; a kernel's extent is ``ek = d*(k - 1) + 1``. ``"valid"`` pads nothing,
@@ -21,12 +26,14 @@ and a col2im that adds the patches back, one strided slice per kernel offset.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ._buffers import cached_buffer, cached_ones
+from ._threads import partition, run
 
 __all__ = [
     "conv_output_size",
@@ -40,6 +47,10 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d_forward",
     "global_avg_pool2d_backward",
+    "max_pool2d_blocks_forward",
+    "max_pool2d_blocks_backward",
+    "avg_pool2d_blocks_forward",
+    "avg_pool2d_blocks_backward",
 ]
 
 Pair = tuple[int, int]
@@ -52,6 +63,13 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 _CHUNK_BYTES = 2 << 20
 # The bias is added to R = _BIAS_TILE // F rows at a time (see _add_bias).
 _BIAS_TILE = 512
+# Patches of fewer than _NARROW values (a 3x3 kernel on one channel: 9) are stored transposed, one row of
+# N*OH*OW per patch entry, padded to _NARROW rows: the entries, a row of ones (the bias), zeros. OpenBLAS's
+# weight-gradient product cols^T g on 9-wide patch rows is slow and does not speed up on two threads; measured
+# on the Keras convnet's first layer (86528 positions, 2 threads each taking half): that product 3.6 ms on
+# 9-wide rows, 2.0 ms on 16 rows; the patch copies 0.39 ms (0.62 ms for 9-wide rows); the forward product
+# adds the bias itself, 2.2 ms against 2.4 ms for 9-wide rows and a bias pass.
+_NARROW = 16
 
 
 # -- geometry --------------------------------------------------------------------
@@ -158,13 +176,21 @@ def _taps(size: int, out: int, kernel: int, stride: int, dilation: int, before: 
     return taps
 
 
-def _padded(x: np.ndarray, pads: Pads, fill: float, cache: dict, key: str) -> np.ndarray:
-    """``x`` inside a border of ``fill`` (``x`` itself when there is no padding)."""
+def _pad_buffer(x_shape: tuple[int, ...], pads: Pads, dtype: np.dtype, cache: dict, key: str) -> np.ndarray | None:
+    """The buffer for ``x`` inside its border, or None when there is no padding."""
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
+        return None
+    n, h, w, c = x_shape
+    return cached_buffer(cache, key, (n, h + top + bottom, w + left + right, c), dtype)
+
+
+def _fill_padded(x: np.ndarray, xp: np.ndarray | None, pads: Pads, fill: float) -> np.ndarray:
+    """``x`` inside a border of ``fill``, written into ``xp`` (``x`` itself when ``xp`` is None)."""
+    if xp is None:
         return x
-    n, h, w, c = x.shape
-    xp = cached_buffer(cache, key, (n, h + top + bottom, w + left + right, c), x.dtype)
+    (top, _), (left, _) = pads
+    h, w = x.shape[1:3]
     # the border is written on every call, as a cached buffer may be new (uninitialised); the interior is x
     xp[:, :top] = fill
     xp[:, top + h:] = fill
@@ -197,26 +223,46 @@ def _chunk_samples(n: int, row_bytes: int) -> int:
 # -- convolution -----------------------------------------------------------------
 
 
-def _im2col(xp: np.ndarray, cols: np.ndarray, strides: Pair, dilation: Pair) -> None:
-    """``cols[n,i,j,a,b,c] = xp[n, i*sh + a*dh, j*sw + b*dw, c]`` (``xp`` already padded)."""
-    _, oh, ow, kh, kw, c = cols.shape
+def _patch_view(xp: np.ndarray, grid: tuple[int, ...], kernel: Pair, strides: Pair, dilation: Pair) -> np.ndarray:
+    """Read-only view of the patches of padded ``xp``, (N, *grid, KH, KW, C).
+
+    ``grid`` is (OH, OW), output positions in row-major order, or (2, 2, OH2, OW2), window-major order for a
+    2x2 pooling that follows: position (a, b, i, j) is output (2i + a, 2j + b) (see ``window_major``)."""
+    if len(grid) == 2:
+        return _window_view(xp, grid, kernel, strides, dilation)
+    s0, s1, s2, s3 = xp.strides
+    (sh, sw), (dh, dw) = strides, dilation
+    return as_strided(xp, (xp.shape[0], *grid, *kernel, xp.shape[3]),
+                      (s0, s1 * sh, s2 * sw, s1 * 2 * sh, s2 * 2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
+
+
+def _im2col(patches: np.ndarray, cols: np.ndarray) -> None:
+    """``cols = patches`` (views of the same shape, (N, *grid, KH, KW, C))."""
+    kh, kw, c = cols.shape[-3:]
     if c == 1:
         # One channel: the single strided copy below would run an inner loop of KW elements; KH*KW copies
         # of whole output rows were measured 2-3x faster here (and slower for every C >= 2 tried, up to 8x).
-        (sh, sw), (dh, dw) = strides, dilation
         for a in range(kh):
             for b in range(kw):
-                r, q = a * dh, b * dw
-                cols[:, :, :, a, b, :] = xp[:, r:r + sh * (oh - 1) + 1:sh, q:q + sw * (ow - 1) + 1:sw, :]
+                np.copyto(cols[..., a, b, :], patches[..., a, b, :])
     else:
         # One copy from a strided window view writes cols front to back, where KH*KW slice copies each touch
         # every cache line of it: measured up to 8x faster for C = 2..64 (about even only for C = 2, 3 at
         # dilation 2). It needs "same" inputs padded first, which beat clipped per-offset copies 3x (C = 32).
-        np.copyto(cols, _window_view(xp, (oh, ow), (kh, kw), strides, dilation))
+        np.copyto(cols, patches)
 
 
 def _col2im(dcols: np.ndarray, dx: np.ndarray, strides: Pair, dilation: Pair, pads: Pads) -> None:
-    """``dx[n, i*sh + a*dh - top, j*sw + b*dw - left, c] += dcols[n,i,j,a,b,c]``, skipping padding cells."""
+    """``dx[n, i*sh + a*dh - top, j*sw + b*dw - left, c] += dcols[n,i,j,a,b,c]``, skipping padding cells.
+
+    A window-major ``dcols`` (N, 2, 2, OH2, OW2, KH, KW, C) is four such blocks, block (a, b) a convolution
+    with strides doubled whose rows start a*sh (columns b*sw) further."""
+    if dcols.ndim == 8:
+        (sh, sw), ((top, _), (left, _)) = strides, pads
+        for a in range(2):
+            for b in range(2):
+                _col2im(dcols[:, a, b], dx, (2 * sh, 2 * sw), dilation, ((top - a * sh, 0), (left - b * sw, 0)))
+        return
     _, oh, ow, kh, kw, _ = dcols.shape
     (sh, sw), (dh, dw), ((top, _), (left, _)) = strides, dilation, pads
     rows = _taps(dx.shape[1], oh, kh, sh, dh, top)
@@ -228,6 +274,15 @@ def _col2im(dcols: np.ndarray, dx: np.ndarray, strides: Pair, dilation: Pair, pa
                     dcols[:, i0:i1, j0:j1, a, b, :]
 
 
+def _grid(oh: int, ow: int, window_major: bool) -> tuple[int, ...]:
+    """The output positions computed: all of (OH, OW), or (2, 2, OH//2, OW//2) for a 2x2 pooling after."""
+    if not window_major:
+        return (oh, ow)
+    if oh < 2 or ow < 2:
+        raise ValueError(f"window_major needs an output of at least 2x2, got {oh}x{ow}")
+    return (2, 2, oh // 2, ow // 2)
+
+
 def conv2d_forward(
     x: np.ndarray,
     w: np.ndarray,
@@ -236,6 +291,7 @@ def conv2d_forward(
     dilation: Pair = (1, 1),
     padding: str = "valid",
     cache: dict | None = None,
+    window_major: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D convolution (cross-correlation, as in Keras) of an NHWC batch.
 
@@ -248,11 +304,16 @@ def conv2d_forward(
     padding : "valid" or "same"
     cache : dict, optional
         Scratch and output buffers; ``y`` and ``cols`` live in it.
+    window_major : bool
+        For a 2x2, stride-2 pooling that comes next: compute only the outputs it reads (an odd last row or
+        column is dropped) in the order of its windows, ``y[n, a, b, i, j] = out[n, 2i + a, 2j + b]``, so
+        that the pooling reads four contiguous blocks instead of strided cells (see
+        :func:`max_pool2d_blocks_forward`).
 
     Returns
     -------
-    y : ndarray (N, OH, OW, F)
-    cols : ndarray (N, OH, OW, KH, KW, C), C-contiguous
+    y : ndarray (N, OH, OW, F), or (N, 2, 2, OH//2, OW//2, F) with ``window_major``
+    cols : ndarray (N, OH, OW, KH, KW, C), or (N, 2, 2, OH//2, OW//2, KH, KW, C)
         The patch matrix (padding cells are zeros); pass it to :func:`conv2d_backward`.
     """
     x = _check_float(x, "x", 4)
@@ -267,28 +328,59 @@ def conv2d_forward(
         raise ValueError(f"x {x.shape}, w {w.shape} and bias {None if bias is None else bias.shape} do not agree")
     strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
     oh, ow, pads = _geometry(x.shape, (kh, kw), strides, dilation, _check_padding(padding))
+    grid = _grid(oh, ow, window_major)
     cache = {} if cache is None else cache
 
     # y[n,i,j,f] = sum_{a,b,c} xpad[n, i*sh + a*dh, j*sw + b*dw, c] w[a,b,c,f] + bias[f], i.e. y2d = cols2d w2d + bias
-    #   =>  dW = cols2d^T g2d,  db = 1^T g2d,  dx = col2im(g2d w2d^T)
-    xp = _padded(x, pads, 0.0, cache, "conv2d/xpad")
-    cols = cached_buffer(cache, "conv2d/cols", (n, oh, ow, kh, kw, c), x.dtype)
-    y = cached_buffer(cache, "conv2d/y", (n, oh, ow, f), x.dtype)
-    k, p = kh * kw * c, oh * ow
-    w2d = w.reshape(k, f)
-    cols2d, y2d = cols.reshape(n * p, k), y.reshape(n * p, f)
-    step = _chunk_samples(n, p * k * x.itemsize)
+    #   =>  dW = cols2d^T g2d,  db = 1^T g2d,  dx = col2im(g2d w2d^T)   (any order of the positions, the same sums)
+    xp = _pad_buffer(x.shape, pads, x.dtype, cache, "conv2d/xpad")
+    y = cached_buffer(cache, "conv2d/y", (n, *grid, f), x.dtype)
+    k, p = kh * kw * c, math.prod(grid)
+    y2d = y.reshape(n * p, f)
+    narrow = k < _NARROW
     tiled = None
-    if bias is not None:
-        tiled = cached_buffer(cache, "conv2d/bias_tile", (max(1, _BIAS_TILE // f) * f,), x.dtype)
-        tiled.reshape(-1, f)[...] = bias
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        _im2col(xp[n0:n1], cols[n0:n1], strides, dilation)
-        rows = slice(n0 * p, n1 * p)
-        np.matmul(cols2d[rows], w2d, out=y2d[rows])
+    if narrow:
+        # columns [patch; 1; 0 ...]: the product with [w2d; bias] adds the bias, and colsT g gives db as row k
+        cols_t = cached_buffer(cache, "conv2d/narrow_cols", (_NARROW, n * p), x.dtype)
+        item, length = x.itemsize, n * p * x.itemsize
+        position_strides = [item * math.prod(grid[d + 1:]) for d in range(len(grid))]
+        cols = as_strided(cols_t, (n, *grid, kh, kw, c),
+                          (p * item, *position_strides, kw * c * length, c * length, length))
+        used = k + (bias is not None)
+        w2d = cached_buffer(cache, "conv2d/narrow_w", (used, f), x.dtype)
+        w2d[:k] = w.reshape(k, f)
         if bias is not None:
-            _add_bias(y2d[rows], bias, tiled)  # while this chunk of y is in cache
+            w2d[k] = bias
+    else:
+        cols = cached_buffer(cache, "conv2d/cols", (n, *grid, kh, kw, c), x.dtype)
+        w2d, cols2d = w.reshape(k, f), cols.reshape(n * p, k)
+        if bias is not None:
+            tiled = cached_buffer(cache, "conv2d/bias_tile", (max(1, _BIAS_TILE // f) * f,), x.dtype)
+            tiled.reshape(-1, f)[...] = bias
+
+    def samples(_: int, start: int, stop: int) -> None:
+        xs = _fill_padded(x[start:stop], None if xp is None else xp[start:stop], pads, 0.0)
+        patches = _patch_view(xs, grid, (kh, kw), strides, dilation)
+        step = _chunk_samples(stop - start, p * k * x.itemsize)
+        for n0 in range(start, stop, step):
+            n1 = min(stop, n0 + step)
+            _im2col(patches[n0 - start:n1 - start], cols[n0:n1])
+            rows = slice(n0 * p, n1 * p)
+            if narrow:
+                cols_t[k:used, rows] = 1.0
+                cols_t[used:, rows] = 0.0
+                np.matmul(cols_t[:used, rows].T, w2d, out=y2d[rows])
+                continue
+            np.matmul(cols2d[rows], w2d, out=y2d[rows])
+            if tiled is not None:
+                _add_bias(y2d[rows], bias, tiled)  # while this chunk of y is in cache
+
+    run(partition(n, n * p * (_NARROW if narrow else k)), samples)
+    if narrow:
+        cols = cols.view()
+        cols.flags.writeable = False
+        # conv2d_backward knows the transposed patches by this object, and uses all their rows (ones included)
+        cache["conv2d/narrow_view"] = (cols, bias is not None)
     return y, cols
 
 
@@ -325,8 +417,8 @@ def conv2d_backward(
 
     Parameters
     ----------
-    grad_out : ndarray (N, OH, OW, F)
-    cols : ndarray (N, OH, OW, KH, KW, C)
+    grad_out : ndarray (N, OH, OW, F), or (N, 2, 2, OH//2, OW//2, F) after a ``window_major`` forward
+    cols : ndarray (N, OH, OW, KH, KW, C), or (N, 2, 2, OH//2, OW//2, KH, KW, C)
         The patch matrix :func:`conv2d_forward` returned for this batch.
     w : ndarray (KH, KW, C, F)
     x_shape : (N, H, W, C)
@@ -347,8 +439,9 @@ def conv2d_backward(
     dw : ndarray (KH, KW, C, F)
     db : ndarray (F,) or None
     """
-    grad_out = _check_float(grad_out, "grad_out", 4)
-    cols = _check_float(cols, "cols", 6)
+    window_major = isinstance(grad_out, np.ndarray) and grad_out.ndim == 6
+    grad_out = _check_float(grad_out, "grad_out", 6 if window_major else 4)
+    cols = _check_float(cols, "cols", 8 if window_major else 6)
     w = _check_float(w, "w", 4)
     dtype = grad_out.dtype
     _same_dtype(dtype, cols=cols, w=w)
@@ -356,44 +449,84 @@ def conv2d_backward(
     strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
     x_shape = tuple(int(s) for s in x_shape)
     oh, ow, pads = _geometry(x_shape, (kh, kw), strides, dilation, _check_padding(padding))
+    grid = _grid(oh, ow, window_major)
     n = x_shape[0]
-    if x_shape[3] != c or cols.shape != (n, oh, ow, kh, kw, c) or grad_out.shape != (n, oh, ow, f):
+    if x_shape[3] != c or cols.shape != (n, *grid, kh, kw, c) or grad_out.shape != (n, *grid, f):
         raise ValueError(
             f"grad_out {grad_out.shape}, cols {cols.shape}, w {w.shape} and x_shape {x_shape} do not agree")
     cache = {} if cache is None else cache
-    k, p = kh * kw * c, oh * ow
+    k, p = kh * kw * c, math.prod(grid)
     g2d = np.ascontiguousarray(grad_out).reshape(n * p, f)
-    cols2d = cols.reshape(n * p, k)  # a copy only if the caller passed a non-contiguous cols
+    narrow_view = cache.get("conv2d/narrow_view")
+    narrow = narrow_view is not None and narrow_view[0] is cols  # the forward's transposed patches (_NARROW)
+    if narrow:
+        cols_t = cache["conv2d/narrow_cols"]
+        ones_column = narrow_view[1]
+        width = _NARROW
+    else:
+        cols2d = cols.reshape(n * p, k)  # a copy only if the caller passed a non-contiguous cols
+        ones_column = False
+        width = k
 
     if dw_out is None:
         dw_out = cached_buffer(cache, "conv2d/dw", w.shape, dtype)
     elif not (isinstance(dw_out, np.ndarray) and dw_out.shape == w.shape and dw_out.dtype == dtype
               and dw_out.flags.c_contiguous):
         raise ValueError(f"dw_out must be a C-contiguous {dtype} array of shape {w.shape}")
-    np.matmul(cols2d.T, g2d, out=dw_out.reshape(k, f))  # dW = cols^T g
-    db = None
     if need_db:
         if db_out is None:
             db_out = cached_buffer(cache, "conv2d/db", (f,), dtype)
         elif not (isinstance(db_out, np.ndarray) and db_out.shape == (f,) and db_out.dtype == dtype):
             raise ValueError(f"db_out must be a {dtype} array of shape {(f,)}")
-        # db = 1^T g: a matrix-vector product, faster than g.sum(axis=0)
-        db = np.matmul(cached_ones(cache, n * p, dtype), g2d, out=db_out)
-    if not need_dx:
-        return None, dw_out, db
-
-    # dx = col2im(g w2d^T), a chunk of samples at a time so each chunk's dcols is read back from cache
-    dx = cached_buffer(cache, "conv2d/dx", x_shape, dtype)
+    parts = partition(n, n * p * width)
+    # one thread and plain rows: the products write dW and db directly; else each part its share, added below
+    split = len(parts) > 1 or narrow
+    db_product = need_db and not ones_column  # else db is row k of cols^T g
+    dw_parts = cached_buffer(cache, "conv2d/dw_parts", (len(parts), width, f), dtype) if split else None
+    db_parts = cached_buffer(cache, "conv2d/db_parts", (len(parts), f), dtype) if split and db_product else None
+    ones = cached_ones(cache, n * p, dtype) if db_product else None
+    dx = cached_buffer(cache, "conv2d/dx", x_shape, dtype) if need_dx else None
     w2d_t = w.reshape(k, f).T
-    step = _chunk_samples(n, p * k * dtype.itemsize)
-    dcols = cached_buffer(cache, "conv2d/dcols", (step, oh, ow, kh, kw, c), dtype)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        part = dcols[:n1 - n0]
-        np.matmul(g2d[n0 * p:n1 * p], w2d_t, out=part.reshape((n1 - n0) * p, k))
-        dx[n0:n1].fill(0)
-        _col2im(part, dx[n0:n1], strides, dilation, pads)
-    return dx, dw_out, db
+    step = _chunk_samples(max(stop - start for start, stop in parts), p * k * dtype.itemsize)
+    # window-major: dx from g back in image order (one small copy), so that col2im adds KH*KW slices per
+    # chunk, not four times as many smaller ones; the positions are the computed (2 OH2, 2 OW2)
+    image_grid = (2 * grid[2], 2 * grid[3]) if window_major else grid
+    g_image = cached_buffer(cache, "conv2d/g_image", (n, *image_grid, f), dtype) if need_dx and window_major \
+        else None
+    dcols = cached_buffer(cache, "conv2d/dcols", (len(parts), step, *image_grid, kh, kw, c), dtype) \
+        if need_dx else None
+
+    def samples(part: int, start: int, stop: int) -> None:
+        rows = slice(start * p, stop * p)
+        if narrow:
+            np.matmul(cols_t[:, rows], g2d[rows], out=dw_parts[part])  # cols^T g
+        else:
+            np.matmul(cols2d[rows].T, g2d[rows], out=dw_parts[part] if split else dw_out.reshape(k, f))
+        if db_product:  # db = 1^T g: a matrix-vector product, faster than g.sum(axis=0)
+            np.matmul(ones[:(stop - start) * p], g2d[rows], out=db_parts[part] if split else db_out)
+        if not need_dx:
+            return
+        g_rows = g2d
+        if g_image is not None:
+            oh2, ow2 = grid[2], grid[3]
+            np.copyto(g_image[start:stop].reshape(stop - start, oh2, 2, ow2, 2, f),
+                      grad_out[start:stop].transpose(0, 3, 1, 4, 2, 5))
+            g_rows = g_image.reshape(n * p, f)
+        # dx = col2im(g w2d^T), a chunk of samples at a time so each chunk's dcols is read back from cache
+        for n0 in range(start, stop, step):
+            n1 = min(stop, n0 + step)
+            chunk = dcols[part, :n1 - n0]
+            np.matmul(g_rows[n0 * p:n1 * p], w2d_t, out=chunk.reshape((n1 - n0) * p, k))
+            dx[n0:n1].fill(0)
+            _col2im(chunk, dx[n0:n1], strides, dilation, pads)
+
+    run(parts, samples)
+    if split:
+        total = dw_parts[0] if len(parts) == 1 else np.sum(dw_parts, axis=0, out=dw_parts[0])
+        dw_out.reshape(k, f)[...] = total[:k]
+        if need_db:
+            db_out[...] = total[k] if ones_column else (db_parts[0] if len(parts) == 1 else db_parts.sum(axis=0))
+    return dx, dw_out, db_out if need_db else None
 
 
 # -- pooling ---------------------------------------------------------------------
@@ -432,16 +565,23 @@ def _fast_pool(pool: Pair, strides: Pair, pads: Pads) -> bool:
     return pool == strides and pads == ((0, 0), (0, 0))
 
 
-def _reduce_tiles(op: np.ufunc, xt: np.ndarray, y: np.ndarray, cache: dict, key: str) -> None:
-    """``y = op``-reduction of the (N, OH, PH, OW, PW, C) tiles over PH and PW.
+def _rows_buffer(x_shape: tuple[int, ...], out_hw: Pair, pool: Pair, dtype: np.dtype, cache: dict,
+                 key: str) -> np.ndarray | None:
+    """Scratch for :func:`_reduce_tiles`: (N, OH, PH, OW, C), or None for a pool one column wide."""
+    if pool[1] == 1:
+        return None
+    return cached_buffer(cache, key, (x_shape[0], out_hw[0], pool[0], out_hw[1], x_shape[3]), dtype)
+
+
+def _reduce_tiles(op: np.ufunc, xt: np.ndarray, y: np.ndarray, rows: np.ndarray | None) -> None:
+    """``y = op``-reduction of the (N, OH, PH, OW, PW, C) tiles over PH and PW (``rows`` from :func:`_rows_buffer`).
 
     Separable: PW - 1 ops on half-reduced rows, then PH - 1 on whole rows, where one op per window cell
     would take PH*PW - 1 strided passes (measured 1.6x faster for 2x2)."""
-    n, oh, ph, ow, pw, c = xt.shape
+    ph, pw = xt.shape[2], xt.shape[4]
     if pw == 1:
         rows = xt[:, :, :, :, 0]
     else:
-        rows = cached_buffer(cache, key, (n, oh, ph, ow, c), y.dtype)
         op(xt[:, :, :, :, 0], xt[:, :, :, :, 1], out=rows)
         for b in range(2, pw):
             op(rows, xt[:, :, :, :, b], out=rows)
@@ -473,6 +613,7 @@ def max_pool2d_forward(
     padding: str = "valid",
     cache: dict | None = None,
     need_mask: bool = True,
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Max pooling of an NHWC batch; padding cells never win (they count as -inf).
 
@@ -484,6 +625,9 @@ def max_pool2d_forward(
     cache : dict, optional
     need_mask : bool
         Whether to mark the winners for :func:`max_pool2d_backward` (not needed for inference).
+    relu : bool
+        Apply ReLU to the result, ``y * (y > 0)`` (ReLU's own form), and mark no winner in a window
+        whose maximum is not positive: the same values and gradients as ReLU before the pooling.
 
     Returns
     -------
@@ -500,43 +644,103 @@ def max_pool2d_forward(
     ph, pw = pool
     y = cached_buffer(cache, "maxpool/y", (n, oh, ow, c), x.dtype)
     free = cached_buffer(cache, "maxpool/free", (n, oh, ow, c), np.bool_) if need_mask else None
+    positive = cached_buffer(cache, "maxpool/positive", (n, oh, ow, c), np.bool_) if relu else None
+    fast = _fast_pool(pool, strides, pads)
+    quad = fast and pool == (2, 2) and need_mask
+    rows = _rows_buffer(x.shape, (oh, ow), pool, x.dtype, cache, "maxpool/rows") if fast else None
+    xp = None if fast else _pad_buffer(x.shape, pads, x.dtype, cache, "maxpool/xpad")
+    mask = right = None
+    if need_mask:
+        mask = cached_buffer(cache, "maxpool/mask", _max_mask_shape(n, oh, ow, c, pool, fast), np.bool_)
+        right = cached_buffer(cache, "maxpool/right", (n, oh, 2, ow, c), np.bool_) if quad else None
+
+    def relu_of(start: int, stop: int) -> np.ndarray | None:
+        """ReLU on this part of y; its positive entries."""
+        if not relu:
+            return None
+        ys, pos = y[start:stop], positive[start:stop]
+        np.greater(ys, 0, out=pos)
+        np.multiply(ys, pos, out=ys)
+        return pos
 
     # y[n,i,j,c] = max_{a,b} xpad[n, i*sh + a, j*sw + b, c]  =>  dx at each window's first argmax = g[n,i,j,c]
-    if _fast_pool(pool, strides, pads):
-        xt = _tiles(x, (oh, ow), pool)
-        _reduce_tiles(np.maximum, xt, y, cache, "maxpool/rows")
-        if not need_mask:
-            return y, None
+    def quads(_: int, start: int, stop: int) -> None:
+        # 2x2 windows: each row's winner (the right cell only if strictly larger: the first maximum wins), then
+        # the winning row the same way, then the four cells' marks from those choices. Measured (26x26x32,
+        # N=128, one thread): 7.7 ms, where ties with the max broken cell by cell (the general path below)
+        # took 10.2 ms; the same backward pass.
+        xt, ys, r, m = _tiles(x[start:stop], (oh, ow), pool), y[start:stop], rows[start:stop], mask[start:stop]
+        right_s, bottom = right[start:stop], free[start:stop]
+        np.greater(xt[:, :, :, :, 1], xt[:, :, :, :, 0], out=right_s)
+        np.maximum(xt[:, :, :, :, 0], xt[:, :, :, :, 1], out=r)
+        np.greater(r[:, :, 1], r[:, :, 0], out=bottom)
+        np.maximum(r[:, :, 0], r[:, :, 1], out=ys)
+        pos = relu_of(start, stop)
+        # the winning row, as marks per window: top = not bottom (and, after ReLU, a positive maximum)
+        top = m[:, :, 0, :, 0]  # scratch until the last line
+        if pos is None:
+            np.logical_not(bottom, out=top)
+        else:
+            np.greater(pos, bottom, out=top)
+            np.logical_and(bottom, pos, out=bottom)
+        r0, r1 = right_s[:, :, 0], right_s[:, :, 1]
+        np.logical_and(top, r0, out=m[:, :, 0, :, 1])
+        np.greater(bottom, r1, out=m[:, :, 1, :, 0])
+        np.logical_and(bottom, r1, out=m[:, :, 1, :, 1])
+        np.greater(top, r0, out=top)
+
+    def marks_after_relu(m: np.ndarray, pos: np.ndarray | None, layout: tuple) -> None:
+        if pos is not None:
+            np.logical_and(m, pos[layout], out=m)
+
+    def tiles(_: int, start: int, stop: int) -> None:
+        xt = _tiles(x[start:stop], (oh, ow), pool)
+        _reduce_tiles(np.maximum, xt, y[start:stop], None if rows is None else rows[start:stop])
+        if mask is None:
+            relu_of(start, stop)
+            return
         # winners = ties with the max in one pass over x (sequential reads), then ties broken cell by cell.
         # Measured (26x26x32, N=128): forward 11 ms + backward 3.7 ms, where a running argmax index
         # (np.copyto where=) took 27 + 8 ms.
-        mask = cached_buffer(cache, "maxpool/mask", xt.shape, np.bool_)
-        np.equal(xt, y[:, :, None, :, None, :], out=mask)
-        _keep_first([mask[:, :, a, :, b] for a in range(ph) for b in range(pw)], free)
-        return y, mask
+        m = mask[start:stop]
+        np.equal(xt, y[start:stop, :, None, :, None, :], out=m)
+        _keep_first([m[:, :, a, :, b] for a in range(ph) for b in range(pw)], free[start:stop])
+        marks_after_relu(m, relu_of(start, stop), (slice(None), slice(None), None, slice(None), None))
 
-    win = _window_view(_padded(x, pads, -np.inf, cache, "maxpool/xpad"), (oh, ow), pool, strides, (1, 1))
-    np.copyto(y, win[:, :, :, 0, 0])
-    for a in range(ph):
-        for b in range(pw):
-            if a or b:
-                np.maximum(y, win[:, :, :, a, b], out=y)
-    if not need_mask:
-        return y, None
-    mask = cached_buffer(cache, "maxpool/mask", win.shape, np.bool_)
-    np.equal(win, y[:, :, :, None, None, :], out=mask)
-    # a padding cell ties an all -inf window: clear the padding so the first real cell takes the gradient
-    for axis, taps in ((1, _taps(x.shape[1], oh, ph, strides[0], 1, pads[0][0])),
-                       (2, _taps(x.shape[2], ow, pw, strides[1], 1, pads[1][0]))):
-        for k, (i0, i1, _) in enumerate(taps):
-            cell = mask[:, :, :, k] if axis == 1 else mask[:, :, :, :, k]
-            index = [slice(None)] * 4
-            index[axis] = slice(0, i0)
-            cell[tuple(index)] = False
-            index[axis] = slice(i1, None)
-            cell[tuple(index)] = False
-    _keep_first([mask[:, :, :, a, b] for a in range(ph) for b in range(pw)], free)
+    def windows(_: int, start: int, stop: int) -> None:
+        xs = _fill_padded(x[start:stop], None if xp is None else xp[start:stop], pads, -np.inf)
+        win = _window_view(xs, (oh, ow), pool, strides, (1, 1))
+        ys = y[start:stop]
+        np.copyto(ys, win[:, :, :, 0, 0])
+        for a in range(ph):
+            for b in range(pw):
+                if a or b:
+                    np.maximum(ys, win[:, :, :, a, b], out=ys)
+        if mask is None:
+            relu_of(start, stop)
+            return
+        m = mask[start:stop]
+        np.equal(win, ys[:, :, :, None, None, :], out=m)
+        # a padding cell ties an all -inf window: clear the padding so the first real cell takes the gradient
+        for axis, taps in ((1, _taps(x.shape[1], oh, ph, strides[0], 1, pads[0][0])),
+                           (2, _taps(x.shape[2], ow, pw, strides[1], 1, pads[1][0]))):
+            for k, (i0, i1, _) in enumerate(taps):
+                cell = m[:, :, :, k] if axis == 1 else m[:, :, :, :, k]
+                index = [slice(None)] * 4
+                index[axis] = slice(0, i0)
+                cell[tuple(index)] = False
+                index[axis] = slice(i1, None)
+                cell[tuple(index)] = False
+        _keep_first([m[:, :, :, a, b] for a in range(ph) for b in range(pw)], free[start:stop])
+        marks_after_relu(m, relu_of(start, stop), (slice(None), slice(None), slice(None), None, None))
+
+    run(partition(n, x.size), (quads if quad else tiles) if fast else windows)
     return y, mask
+
+
+def _max_mask_shape(n: int, oh: int, ow: int, c: int, pool: Pair, fast: bool) -> tuple[int, ...]:
+    """The layout of :func:`max_pool2d_forward`'s mask."""
+    return (n, oh, pool[0], ow, pool[1], c) if fast else (n, oh, ow, *pool, c)
 
 
 def max_pool2d_backward(
@@ -569,22 +773,161 @@ def max_pool2d_backward(
     n, h, w, c = x_shape
     fast = _fast_pool(pool, strides, pads)
     ph, pw = pool
-    shape = (n, oh, ph, ow, pw, c) if fast else (n, oh, ow, ph, pw, c)
+    shape = _max_mask_shape(n, oh, ow, c, pool, fast)
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != shape:
         raise ValueError(f"mask must be the forward pass's bool array of shape {shape}")
     cache = {} if cache is None else cache
     dtype = grad_out.dtype
     dx = cached_buffer(cache, "maxpool/dx", x_shape, dtype)
-    if fast:
-        # the windows tile dx: one multiply writes it front to back; the dropped remainder gets zeros
-        np.multiply(grad_out[:, :, None, :, None, :], mask, out=_tiles(dx, (oh, ow), pool))
-        dx[:, oh * ph:] = 0
-        dx[:, :oh * ph, ow * pw:] = 0
-        return dx
-    dwin = cached_buffer(cache, "maxpool/dwin", shape, dtype)
-    np.multiply(grad_out[:, :, :, None, None, :], mask, out=dwin)
-    dx.fill(0)
-    _col2im(dwin, dx, strides, (1, 1), pads)
+    dwin = None if fast else cached_buffer(cache, "maxpool/dwin", shape, dtype)
+
+    def samples(_: int, start: int, stop: int) -> None:
+        g, m, d = grad_out[start:stop], mask[start:stop], dx[start:stop]
+        if fast:
+            # the windows tile dx: the multiplies write all of it but the dropped remainder, which gets zeros
+            np.multiply(g[:, :, None, :, None, :], m, out=_tiles(d, (oh, ow), pool))
+            d[:, oh * ph:] = 0
+            d[:, :oh * ph, ow * pw:] = 0
+            return
+        dw = dwin[start:stop]
+        np.multiply(g[:, :, :, None, None, :], m, out=dw)
+        d.fill(0)
+        _col2im(dw, d, strides, (1, 1), pads)
+
+    run(partition(n, dx.size), samples)
+    return dx
+
+
+# -- 2x2 pooling of window-major blocks (the output of conv2d_forward(window_major=True)) -------------------
+
+
+def _check_blocks(x: Any, what: str) -> np.ndarray:
+    x = _check_float(x, what, 6)
+    if x.shape[1:3] != (2, 2):
+        raise ValueError(f"{what} must be window-major blocks (N, 2, 2, OH, OW, C), got shape {x.shape}")
+    return x
+
+
+def max_pool2d_blocks_forward(x: np.ndarray, cache: dict | None = None, need_mask: bool = True,
+                              relu: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """2x2, stride-2 max pooling of window-major blocks: ``y[n,i,j,c] = max_{a,b} x[n,a,b,i,j,c]``.
+
+    The same values, winners (the first maximum in row-major order of the window) and ``relu`` as
+    :func:`max_pool2d_forward` on the image they come from, with every pass over contiguous blocks.
+
+    Parameters
+    ----------
+    x : ndarray (N, 2, 2, OH, OW, C), float32 or float64
+    cache : dict, optional
+    need_mask, relu : bool
+        As for :func:`max_pool2d_forward`.
+
+    Returns
+    -------
+    y : ndarray (N, OH, OW, C)
+    mask : bool ndarray (N, 2, 2, OH, OW, C) or None
+    """
+    x = _check_blocks(x, "x")
+    cache = {} if cache is None else cache
+    n, _, _, oh, ow, c = x.shape
+    y = cached_buffer(cache, "maxblocks/y", (n, oh, ow, c), x.dtype)
+    top = cached_buffer(cache, "maxblocks/top", (n, oh, ow, c), x.dtype)  # the top row's maxima
+    mask = cached_buffer(cache, "maxblocks/mask", x.shape, np.bool_) if need_mask else None
+    bottom = cached_buffer(cache, "maxblocks/bottom", (n, oh, ow, c), np.bool_) if need_mask else None
+    uppers = cached_buffer(cache, "maxblocks/upper", (n, oh, ow, c), np.bool_) if need_mask else None
+    positive = cached_buffer(cache, "maxblocks/positive", (n, oh, ow, c), np.bool_) if relu else None
+
+    # y = max(max(x00, x01), max(x10, x11))  =>  dx at the window's first argmax = g
+    def samples(_: int, start: int, stop: int) -> None:
+        xs, ys, t = x[start:stop], y[start:stop], top[start:stop]
+        if need_mask:  # a right cell wins its row only if strictly larger, the bottom row the same
+            m = mask[start:stop]
+            np.greater(xs[:, 0, 1], xs[:, 0, 0], out=m[:, 0, 1])
+            np.greater(xs[:, 1, 1], xs[:, 1, 0], out=m[:, 1, 1])
+        np.maximum(xs[:, 0, 0], xs[:, 0, 1], out=t)
+        np.maximum(xs[:, 1, 0], xs[:, 1, 1], out=ys)
+        if need_mask:
+            b = bottom[start:stop]
+            np.greater(ys, t, out=b)
+        np.maximum(t, ys, out=ys)
+        pos = None
+        if relu:
+            pos = positive[start:stop]
+            np.greater(ys, 0, out=pos)
+            np.multiply(ys, pos, out=ys)  # ReLU's own form
+        if not need_mask:
+            return
+        # the winning row as marks: upper = not bottom (and, after ReLU, a positive maximum), bottom likewise
+        upper = uppers[start:stop]
+        if pos is None:
+            np.logical_not(b, out=upper)
+        else:
+            np.greater(pos, b, out=upper)
+            np.logical_and(b, pos, out=b)
+        np.greater(b, m[:, 1, 1], out=m[:, 1, 0])
+        np.logical_and(b, m[:, 1, 1], out=m[:, 1, 1])
+        np.greater(upper, m[:, 0, 1], out=m[:, 0, 0])
+        np.logical_and(upper, m[:, 0, 1], out=m[:, 0, 1])
+
+    run(partition(n, x.size), samples)
+    return y, mask
+
+
+def max_pool2d_blocks_backward(grad_out: np.ndarray, mask: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    """Gradient of :func:`max_pool2d_blocks_forward`: ``dx[n,a,b] = g * mask[n,a,b]``, (N, 2, 2, OH, OW, C)."""
+    grad_out = _check_float(grad_out, "grad_out", 4)
+    n, oh, ow, c = grad_out.shape
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n, 2, 2, oh, ow, c):
+        raise ValueError(f"mask must be the forward pass's bool array of shape {(n, 2, 2, oh, ow, c)}")
+    cache = {} if cache is None else cache
+    dx = cached_buffer(cache, "maxblocks/dx", mask.shape, grad_out.dtype)
+
+    def samples(_: int, start: int, stop: int) -> None:
+        g, m, d = grad_out[start:stop], mask[start:stop], dx[start:stop]
+        for a in range(2):
+            for b in range(2):
+                np.multiply(g, m[:, a, b], out=d[:, a, b])
+
+    run(partition(n, dx.size), samples)
+    return dx
+
+
+def avg_pool2d_blocks_forward(x: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    """2x2, stride-2 average pooling of window-major blocks, (N, 2, 2, OH, OW, C) -> (N, OH, OW, C)."""
+    x = _check_blocks(x, "x")
+    cache = {} if cache is None else cache
+    n, _, _, oh, ow, c = x.shape
+    y = cached_buffer(cache, "avgblocks/y", (n, oh, ow, c), x.dtype)
+    quarter = x.dtype.type(0.25)
+
+    tops = cached_buffer(cache, "avgblocks/top", (n, oh, ow, c), x.dtype)
+
+    # y = ((x00 + x01) + (x10 + x11)) / 4, avg_pool2d_forward's order of the sum  =>  dx[n,a,b] = g / 4
+    def samples(_: int, start: int, stop: int) -> None:
+        xs, ys, top = x[start:stop], y[start:stop], tops[start:stop]
+        np.add(xs[:, 0, 0], xs[:, 0, 1], out=top)
+        np.add(xs[:, 1, 0], xs[:, 1, 1], out=ys)
+        np.add(top, ys, out=ys)
+        ys *= quarter
+
+    run(partition(n, x.size), samples)
+    return y
+
+
+def avg_pool2d_blocks_backward(grad_out: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d_blocks_forward`, (N, OH, OW, C) -> (N, 2, 2, OH, OW, C)."""
+    grad_out = _check_float(grad_out, "grad_out", 4)
+    cache = {} if cache is None else cache
+    dx = cached_buffer(cache, "avgblocks/dx", (grad_out.shape[0], 2, 2, *grad_out.shape[1:]), grad_out.dtype)
+    quarter = grad_out.dtype.type(0.25)
+
+    def samples(_: int, start: int, stop: int) -> None:
+        g, d = grad_out[start:stop], dx[start:stop]
+        np.multiply(g, quarter, out=d[:, 0, 0])
+        for a, b in ((0, 1), (1, 0), (1, 1)):
+            np.copyto(d[:, a, b], d[:, 0, 0])
+
+    run(partition(grad_out.shape[0], dx.size), samples)
     return dx
 
 
@@ -624,19 +967,28 @@ def avg_pool2d_forward(
     cache = {} if cache is None else cache
     n, _, _, c = x.shape
     y = cached_buffer(cache, "avgpool/y", (n, oh, ow, c), x.dtype)
+    fast = _fast_pool(pool, strides, pads)
+    rows = _rows_buffer(x.shape, (oh, ow), pool, x.dtype, cache, "avgpool/rows") if fast else None
+    xp = None if fast else _pad_buffer(x.shape, pads, x.dtype, cache, "avgpool/xpad")
+    scale = x.dtype.type(1.0 / (pool[0] * pool[1])) if fast else \
+        _inverse_counts(x.shape, (oh, ow), pool, strides, pads, x.dtype)
 
     # y[n,i,j,c] = sum_{a,b} xpad[n, i*sh + a, j*sw + b, c] / count[i,j]  =>  dx[n, i*sh + a, j*sw + b, c] += g / count
-    if _fast_pool(pool, strides, pads):
-        _reduce_tiles(np.add, _tiles(x, (oh, ow), pool), y, cache, "avgpool/rows")
-        y *= x.dtype.type(1.0 / (pool[0] * pool[1]))
-        return y
-    win = _window_view(_padded(x, pads, 0.0, cache, "avgpool/xpad"), (oh, ow), pool, strides, (1, 1))
-    np.copyto(y, win[:, :, :, 0, 0])
-    for a in range(pool[0]):
-        for b in range(pool[1]):
-            if a or b:
-                y += win[:, :, :, a, b]
-    y *= _inverse_counts(x.shape, (oh, ow), pool, strides, pads, x.dtype)
+    def samples(_: int, start: int, stop: int) -> None:
+        ys = y[start:stop]
+        if fast:
+            _reduce_tiles(np.add, _tiles(x[start:stop], (oh, ow), pool), ys, None if rows is None else rows[start:stop])
+        else:
+            xs = _fill_padded(x[start:stop], None if xp is None else xp[start:stop], pads, 0.0)
+            win = _window_view(xs, (oh, ow), pool, strides, (1, 1))
+            np.copyto(ys, win[:, :, :, 0, 0])
+            for a in range(pool[0]):
+                for b in range(pool[1]):
+                    if a or b:
+                        ys += win[:, :, :, a, b]
+        ys *= scale
+
+    run(partition(n, x.size), samples)
     return y
 
 
@@ -667,17 +1019,26 @@ def avg_pool2d_backward(
     cache = {} if cache is None else cache
     dtype = grad_out.dtype
     dx = cached_buffer(cache, "avgpool/dx", x_shape, dtype)
-    if _fast_pool(pool, strides, pads):
-        scale = dtype.type(1.0 / (pool[0] * pool[1]))
-        np.multiply(grad_out[:, :, None, :, None, :], scale, out=_tiles(dx, (oh, ow), pool))
-        dx[:, oh * pool[0]:] = 0
-        dx[:, :oh * pool[0], ow * pool[1]:] = 0
-        return dx
-    gs = cached_buffer(cache, "avgpool/gs", grad_out.shape, dtype)
-    np.multiply(grad_out, _inverse_counts(x_shape, (oh, ow), pool, strides, pads, dtype), out=gs)
-    dx.fill(0)
-    # every window cell receives its window's g / count: col2im of a broadcast (no copy) patch array
-    _col2im(np.broadcast_to(gs[:, :, :, None, None, :], (n, oh, ow, *pool, c)), dx, strides, (1, 1), pads)
+    fast = _fast_pool(pool, strides, pads)
+    gs = None if fast else cached_buffer(cache, "avgpool/gs", grad_out.shape, dtype)
+    scale = dtype.type(1.0 / (pool[0] * pool[1])) if fast else \
+        _inverse_counts(x_shape, (oh, ow), pool, strides, pads, dtype)
+
+    def samples(_: int, start: int, stop: int) -> None:
+        g, d = grad_out[start:stop], dx[start:stop]
+        if fast:
+            np.multiply(g[:, :, None, :, None, :], scale, out=_tiles(d, (oh, ow), pool))
+            d[:, oh * pool[0]:] = 0
+            d[:, :oh * pool[0], ow * pool[1]:] = 0
+            return
+        gp = gs[start:stop]
+        np.multiply(g, scale, out=gp)
+        d.fill(0)
+        # every window cell receives its window's g / count: col2im of a broadcast (no copy) patch array
+        _col2im(np.broadcast_to(gp[:, :, :, None, None, :], (stop - start, oh, ow, *pool, c)), d, strides, (1, 1),
+                pads)
+
+    run(partition(n, dx.size), samples)
     return dx
 
 
@@ -697,9 +1058,15 @@ def global_avg_pool2d_forward(x: np.ndarray, cache: dict | None = None) -> np.nd
     cache = {} if cache is None else cache
     n, h, w, c = x.shape
     y = cached_buffer(cache, "gap/y", (n, c), x.dtype)
+    scale = x.dtype.type(1.0 / (h * w))
+
     # y[n,c] = sum_{i,j} x[n,i,j,c] / (H W)  =>  dx[n,i,j,c] = g[n,c] / (H W)
-    np.sum(x.reshape(n, h * w, c), axis=1, out=y)
-    y *= x.dtype.type(1.0 / (h * w))
+    def samples(_: int, start: int, stop: int) -> None:
+        ys = y[start:stop]
+        np.sum(x[start:stop].reshape(stop - start, h * w, c), axis=1, out=ys)
+        ys *= scale
+
+    run(partition(n, x.size), samples)
     return y
 
 
@@ -724,5 +1091,10 @@ def global_avg_pool2d_backward(grad_out: np.ndarray, x_shape: tuple[int, int, in
     cache = {} if cache is None else cache
     dtype = grad_out.dtype
     dx = cached_buffer(cache, "gap/dx", x_shape, dtype)
-    np.multiply(grad_out[:, None, None, :], dtype.type(1.0 / (x_shape[1] * x_shape[2])), out=dx)
+    scale = dtype.type(1.0 / (x_shape[1] * x_shape[2]))
+
+    def samples(_: int, start: int, stop: int) -> None:
+        np.multiply(grad_out[start:stop, None, None, :], scale, out=dx[start:stop])
+
+    run(partition(x_shape[0], dx.size), samples)
     return dx

@@ -22,7 +22,7 @@ from . import optimizers as optimizers_module
 from ._validation import check_float_dtype, check_int, check_positive_int, check_shape, format_shape
 from .callbacks import Callback, History
 from .data import INIT_STREAM, check_features
-from .layers import Conv2D, Layer, MaxPooling2D, ReLU
+from .layers import AveragePooling2D, Conv2D, Layer, MaxPooling2D, ReLU
 from .parameter import Parameter, pack
 
 __all__ = ["Sequential"]
@@ -72,6 +72,7 @@ class Sequential:
         self._params: list[Parameter] = []
         self._flat_grads: np.ndarray | None = None
         self._first_trainable = 0
+        self._window_major: set[int] = set()  # the Conv2D layers that hand window-major blocks to their pooling
         for layer in layers or []:
             self.add(layer)
         first = self.layers[0] if self.layers else None
@@ -126,6 +127,7 @@ class Sequential:
                 layer.next_activation = self.layers[i + 1]
             shape = layer.build(shape, rng, self.dtype)
         self._move_relus_past_max_pooling()
+        self._pair_convolutions_with_pooling()
         self._params = [p for layer in self.layers for p in layer.parameters()]
         self._flat_grads = pack(self._params, self.dtype)[1]
         # Nobody needs dL/dx at or before the first layer that has parameters.
@@ -155,6 +157,25 @@ class Sequential:
                 before.moved_past_pooling = pool.relu_after = True
             elif isinstance(before, Conv2D) and type(before.activation) is ReLU:
                 before.activation_moved_past_pooling = pool.relu_after = True
+
+    def _pair_convolutions_with_pooling(self) -> None:
+        """Where a Conv2D (no activation, or its ReLU moved past the pooling) comes right before a 2x2, stride-2
+        MaxPooling2D or AveragePooling2D with no padding cell, the convolution computes only the outputs the
+        pooling reads, in the order of its windows (window-major blocks), during this model's passes: the
+        pooling then reads four contiguous blocks instead of strided cells, and an odd last row or column
+        that it drops is never computed. Values and gradients are the same; only the convolution's own
+        output inside ``forward`` is in that layout (``layer.forward`` called alone, as ``explain`` does,
+        uses the usual one)."""
+        self._window_major = set()
+        for layer in self.layers:
+            if isinstance(layer, (MaxPooling2D, AveragePooling2D)):
+                layer.window_major_input = False
+        for i, (conv, pool) in enumerate(zip(self.layers, self.layers[1:])):
+            if isinstance(conv, Conv2D) and isinstance(pool, (MaxPooling2D, AveragePooling2D)) \
+                    and (conv.activation is None or conv.activation_moved_past_pooling) \
+                    and pool.can_read_blocks(conv.output_shape):
+                pool.window_major_input = True
+                self._window_major.add(i)
 
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter, in layer order."""
@@ -190,8 +211,9 @@ class Sequential:
         last layer's buffer: valid until the next pass."""
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before forward()")
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, training, window_major=True) if i in self._window_major else \
+                layer.forward(x, training)
         return x
 
     def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
@@ -384,9 +406,10 @@ class Sequential:
             self.build(x.shape[1:])
         batch_size = batch_size or training.inference_chunk(self)
         result = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
-        for start in range(0, x.shape[0], batch_size):
-            out = self.forward(x[start:start + batch_size], training=False)
-            result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
+        with training.parallel_for(self):
+            for start in range(0, x.shape[0], batch_size):
+                out = self.forward(x[start:start + batch_size], training=False)
+                result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
         return result
 
     # -- weights ------------------------------------------------------------------

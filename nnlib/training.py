@@ -12,6 +12,7 @@ what they add to an epoch's logs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -19,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from . import _threads
 from . import metrics as metrics_module
 from ._validation import check_choice, check_int, check_name, check_number, check_positive_int
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
 from .data import BatchIterator, chunks, epoch_rng, split_indices
 
-__all__ = ["fit", "evaluate_arrays", "batch_figures", "inference_chunk", "PREDICT_CHUNK"]
+__all__ = ["fit", "evaluate_arrays", "batch_figures", "inference_chunk", "parallel_for", "PREDICT_CHUNK"]
 
 PREDICT_CHUNK = 1024  # the most samples per forward pass in predict/evaluate: BLAS is at full speed by then
 INFERENCE_BYTES = 16 << 20  # ... and the most bytes of the widest layer's outputs in one pass
@@ -36,6 +38,14 @@ def inference_chunk(model: Any) -> int:
     168 for 28x28x32 float32 feature maps."""
     widest = max(math.prod(layer.output_shape or (1,)) for layer in model.layers) * model.dtype.itemsize
     return max(1, min(PREDICT_CHUNK, INFERENCE_BYTES // widest))
+
+
+def parallel_for(model: Any) -> contextlib.AbstractContextManager:
+    """The context ``model``'s passes run in: a parallel region (batches split over threads, BLAS on one
+    thread each) when a layer splits its batch, as Conv2D and pooling do; else nothing changes."""
+    if any(layer.splits_batch for layer in model.layers):
+        return _threads.parallel_region()
+    return contextlib.nullcontext()
 
 
 def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
@@ -94,7 +104,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     model.stop_training, model.stop_reason = False, ""
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
-    with _DeferredInterrupt() as interrupt:
+    with _DeferredInterrupt() as interrupt, parallel_for(model):
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             order = train_idx[epoch_rng(model.seed, epoch).permutation(n_train)] if shuffle else train_idx
@@ -165,12 +175,13 @@ def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, idx: np.ndarray | 
     batch_size = inference_chunk(model) if batch_size is None else batch_size
     names = ["loss"] + [name for name, _ in model.metrics]
     sums = [0.0] * len(names)
-    for chunk in chunks(rows, batch_size):
-        xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
-        yb = y[chunk]
-        out = model.forward(xb, training=False)
-        figures = batch_figures(model, model.loss.forward(out, yb), yb, out)
-        sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
+    with parallel_for(model):
+        for chunk in chunks(rows, batch_size):
+            xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
+            yb = y[chunk]
+            out = model.forward(xb, training=False)
+            figures = batch_figures(model, model.loss.forward(out, yb), yb, out)
+            sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
     return {name: total / rows.shape[0] for name, total in zip(names, sums)}
 
 

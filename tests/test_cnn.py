@@ -178,31 +178,73 @@ def test_predict_on_images_runs_in_chunks_that_bound_memory():
     np.testing.assert_allclose(cnn.predict(x), cnn.predict(x, batch_size=400), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])  # "valid": the 2x2 path, with an odd row/column dropped
 @pytest.mark.parametrize("make_relu", ["activation", "layer"])
-def test_relu_moved_past_max_pooling_trains_bit_for_bit_the_same(make_relu):
+def test_relu_moved_past_max_pooling_trains_bit_for_bit_the_same(make_relu, padding):
     """A ReLU right before MaxPooling2D (a Conv2D's activation, or a ReLU layer) is applied after the pooling,
     on 4x fewer elements; an identity layer in between keeps the textbook order. Ties after ReLU (windows of
-    zeros) and "same" padding included, five Adam steps leave the weights equal bit for bit."""
+    zeros) and both paddings included, five Adam steps leave the weights equal bit for bit."""
     def model(split):
         if make_relu == "activation":
             head = [nn.Conv2D(4, 3, activation="relu", input_shape=(7, 7, 1))]
         else:
             head = [nn.Conv2D(4, 3, input_shape=(7, 7, 1)), nn.ReLU()]
-        m = nn.Sequential([*head, *([nn.Linear()] if split else []), nn.MaxPooling2D(2, padding="same"),
+        m = nn.Sequential([*head, *([nn.Linear()] if split else []), nn.MaxPooling2D(2, padding=padding),
                            nn.Flatten(), nn.Dense(3)], seed=5)
         m.compile("adam", "softmax_cross_entropy")
         return m
 
     fused, plain = model(False), model(True)
+    fused._window_major = set()  # the ReLU move alone; window-major blocks sum dW in another order (tested below)
     pool = fused.layers[-3]
     assert pool.relu_after and not plain.layers[-3].relu_after
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((16, 7, 7, 1)).astype(np.float32), rng.integers(0, 3, 16)
     for _ in range(5):
         assert fused.train_on_batch(x, y) == plain.train_on_batch(x, y)
-    assert (pool._y == 0).any()  # the last step had windows whose maximum was <= 0
+    pooled = x
+    for layer in fused.layers[:-2]:
+        pooled = layer.forward(pooled)
+    assert (pooled == 0).any() and (pooled > 0).any()  # windows whose maximum was <= 0, and others
     for a, b in zip(fused.get_weights(), plain.get_weights()):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
     result = nn.check_gradients(fused_copy := model(False), rng.standard_normal((3, 7, 7, 1)), y[:3])
     assert result.ok and fused_copy.layers[-3].relu_after, str(result)
+
+
+def _pairing_model(conv_activation, pool, hw=(9, 9), padding="valid"):
+    model = nn.Sequential([nn.Conv2D(4, 3, activation=conv_activation, input_shape=(*hw, 2), padding=padding),
+                           pool, nn.Conv2D(3, 2, activation="relu"), nn.MaxPooling2D(2), nn.Flatten(),
+                           nn.Dense(3)], seed=2)
+    model.compile("adam", "softmax_cross_entropy")
+    return model
+
+
+@pytest.mark.parametrize("conv_activation, pool, hw, padding, paired", [
+    ("relu", nn.MaxPooling2D(2), (9, 9), "valid", {0, 2}),  # 7x7 conv outputs: the last row and column dropped
+    (None, nn.AveragePooling2D(2), (8, 10), "same", {0, 2}),
+    ("relu", nn.AveragePooling2D(2), (9, 9), "valid", {2}),  # ReLU before an average: not moved, not paired
+    ("tanh", nn.MaxPooling2D(2), (9, 9), "valid", {2}),
+    ("relu", nn.MaxPooling2D(3), (12, 12), "valid", {2}),  # 3x3 windows
+    ("relu", nn.MaxPooling2D(2, padding="same"), (8, 8), "valid", {0, 2}),  # 6x6: "same" pads nothing
+    ("relu", nn.MaxPooling2D(2, padding="same"), (9, 9), "valid", {2}),  # 7x7: "same" pads a row and column
+])
+def test_convolutions_hand_window_major_blocks_to_a_2x2_pooling(conv_activation, pool, hw, padding, paired):
+    """Paired layers train like unpaired ones (the same sums of other orders: to rounding); predict and
+    explain (which runs the layers one by one, in the usual layout) agree."""
+    pool = type(pool).from_config(pool.get_config())  # a fresh layer per model
+    model = _pairing_model(conv_activation, pool, hw, padding)
+    reference = _pairing_model(conv_activation, type(pool).from_config(pool.get_config()), hw, padding)
+    reference._window_major = set()
+    assert model._window_major == paired
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((12, *hw, 2)).astype(np.float32), rng.integers(0, 3, 12)
+    for _ in range(4):
+        np.testing.assert_allclose(model.train_on_batch(x, y), reference.train_on_batch(x, y), rtol=1e-5)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x), reference.predict(x), rtol=1e-4, atol=1e-6)
+    records = nn.explain(model, x[:3], y[:3], verbose=0)
+    assert all(len(r["to_left_shape"]) in (2, 4) for r in records)  # no window-major shapes in sight
+    assert nn.check_gradients(model, x[:2].astype(np.float64), y[:2]).ok

@@ -344,3 +344,80 @@ def test_a_reused_cache_is_right_across_batch_sizes(rng):
         want = _all_kernels(x, w, b, {})
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+# -- window-major blocks: a convolution computing only what a 2x2 pooling after it reads -----------------
+
+
+def _blocks(image):
+    """(N, H, W, C) -> window-major (N, 2, 2, H//2, W//2, C): blocks[n, a, b, i, j] = image[n, 2i + a, 2j + b]."""
+    n, h, w, c = image.shape
+    return image[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 2, 4, 1, 3, 5)
+
+
+def _image(blocks, hw):
+    """The inverse of _blocks, zeros in a dropped odd row or column."""
+    n, _, _, oh, ow, c = blocks.shape
+    image = np.zeros((n, *hw, c), blocks.dtype)
+    image[:, :2 * oh, :2 * ow] = blocks.transpose(0, 3, 1, 4, 2, 5).reshape(n, 2 * oh, 2 * ow, c)
+    return image
+
+
+@pytest.mark.parametrize("c_in, hw, strides, dilation, padding", [
+    (1, (9, 8), (1, 1), (1, 1), "valid"),  # odd output rows: the last one is not computed
+    (1, (8, 8), (1, 1), (1, 1), "same"),
+    (3, (11, 10), (2, 1), (1, 2), "same"),
+    (4, (9, 9), (1, 1), (2, 1), "valid"),
+])
+@pytest.mark.parametrize("bias", [True, False])
+def test_window_major_convolution_is_the_same_convolution(c_in, hw, strides, dilation, padding, bias, rng):
+    x = rng.standard_normal((5, *hw, c_in))
+    w = rng.standard_normal((3, 3, c_in, 4))
+    b = rng.standard_normal(4) if bias else None
+    y, cols = (a.copy() for a in K.conv2d_forward(x, w, b, strides, dilation, padding))
+    cache = {}
+    yb, colsb = K.conv2d_forward(x, w, b, strides, dilation, padding, cache, window_major=True)
+    assert yb.shape == (5, 2, 2, y.shape[1] // 2, y.shape[2] // 2, 4)
+    np.testing.assert_allclose(yb, _blocks(y), rtol=1e-13, atol=1e-13)
+    # a gradient for the computed outputs only: the same as one with zeros on the dropped row and column
+    gb = rng.standard_normal(yb.shape)
+    dx_b, dw_b, db_b = (None if a is None else a.copy() for a in
+                        K.conv2d_backward(gb, colsb, w, x.shape, strides, dilation, padding, need_db=bias,
+                                          cache=cache))
+    dx, dw, db = K.conv2d_backward(_image(gb, y.shape[1:3]), cols, w, x.shape, strides, dilation, padding,
+                                   need_db=bias)
+    np.testing.assert_allclose(dx_b, dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw_b, dw, rtol=1e-12, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(db_b, db, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="do not agree"):
+        K.conv2d_backward(gb[:, :, :, :-1], colsb, w, x.shape, strides, dilation, padding, cache=cache)
+
+
+@pytest.mark.parametrize("hw", [(6, 8), (7, 5)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_pooling_of_blocks_is_bit_for_bit_the_pooling_of_the_image(hw, relu, rng):
+    x = rng.integers(-2, 3, (4, *hw, 3)).astype(np.float32)  # ties everywhere, windows of non-positive maxima
+    x[0] = 0.0
+    y, mask = K.max_pool2d_forward(x, (2, 2), (2, 2), relu=relu)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = K.max_pool2d_backward(g, mask, x.shape, (2, 2), (2, 2))
+    yb, maskb = K.max_pool2d_blocks_forward(np.ascontiguousarray(_blocks(x)), relu=relu)
+    np.testing.assert_array_equal(yb, y)
+    np.testing.assert_array_equal(_image(K.max_pool2d_blocks_backward(g, maskb), hw), dx)
+    y_plain, _ = K.max_pool2d_blocks_forward(np.ascontiguousarray(_blocks(x)), need_mask=False, relu=relu)
+    np.testing.assert_array_equal(y_plain, y)
+    xf = rng.standard_normal((4, *hw, 3))
+    np.testing.assert_array_equal(K.avg_pool2d_blocks_forward(np.ascontiguousarray(_blocks(xf))),
+                                  K.avg_pool2d_forward(xf, (2, 2), (2, 2)))
+    gf = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(_image(K.avg_pool2d_blocks_backward(gf), hw),
+                                  K.avg_pool2d_backward(gf, xf.shape, (2, 2), (2, 2)))
+
+
+def test_pooling_of_blocks_refuses_what_is_not_blocks(rng):
+    with pytest.raises(ValueError, match="window-major blocks"):
+        K.max_pool2d_blocks_forward(rng.standard_normal((2, 3, 2, 4, 4, 1)))
+    _, mask = K.max_pool2d_blocks_forward(rng.standard_normal((2, 2, 2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="mask must be"):
+        K.max_pool2d_blocks_backward(rng.standard_normal((2, 4, 3, 1)), mask)

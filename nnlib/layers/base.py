@@ -56,7 +56,13 @@ class Layer:
     needs_input_grad : bool
         False for the first trainable layer of a model: nobody uses dL/dx there,
         so ``backward`` skips that product and returns None.
+    splits_batch : bool
+        Class attribute, True for the layers whose passes split the batch over threads
+        (Conv2D, the pooling layers): a model with one runs ``fit``, ``evaluate`` and
+        ``predict`` in a parallel region (see :func:`nnlib.set_num_threads`).
     """
+
+    splits_batch = False
 
     def __init__(self, name: str | None = None, input_shape: int | tuple[int, ...] | None = None) -> None:
         if name is not None and not isinstance(name, str):

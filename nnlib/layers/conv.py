@@ -100,6 +100,7 @@ class Conv2D(AffineLayer):
     bias : Parameter of shape (C_out,), or None with ``use_bias=False``
     """
 
+    splits_batch = True
     derivative_text = ("dW = sum over positions of patch^T g, db = sum of g over batch and positions, "
                        "dx = the patches of g W^T added back where they came from (col2im)")
 
@@ -164,14 +165,20 @@ class Conv2D(AffineLayer):
 
     # y2d = cols w2d + b (cols: one row per output position, columns in (kh, kw, c) order)
     #   =>  dW = cols^T g,  db = sum over n, i, j of g,  dx = col2im(g w2d^T)
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, window_major=False):
+        """``window_major=True`` (Sequential passes it when a 2x2 pooling that can read them comes next):
+        only the outputs that pooling reads, in the order of its windows, (N, 2, 2, OH//2, OW//2, C_out)
+        (see :func:`nnlib._conv.conv2d_forward`); the activation must be None or moved past the pooling."""
         if not self.built or self.weight is None:
             raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
         self._check_input(x)
-        y, self._cols = _conv.conv2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
-                                             self.strides, self.dilation_rate, self.padding, self._buffers)
-        self._x_shape = x.shape
         self._act = None if self.activation_moved_past_pooling else self.activation
+        if window_major and self._act is not None:
+            raise ValueError(f"{self!r}: window_major outputs need no activation, or one moved past the pooling")
+        y, self._cols = _conv.conv2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
+                                             self.strides, self.dilation_rate, self.padding, self._buffers,
+                                             window_major=window_major)
+        self._x_shape = x.shape
         return self._activate(self._act, y, training)
 
     def backward(self, grad_out):

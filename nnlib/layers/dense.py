@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._buffers import cached_ones
+from .._threads import matmul_rows, matmul_t_sum
 from .._validation import check_positive_int, check_shape
 from ..parameter import Parameter
 from .affine import AffineLayer
@@ -111,7 +112,7 @@ class Dense(AffineLayer):
             raise ValueError(f"{self!r} takes flat inputs of shape (N, {self.input_dim}), got {x.shape}: "
                              "put nn.Flatten() before it")
         self._check_input(x)
-        y = np.matmul(x, self.weight.value, out=self._buffer("y", (x.shape[0], self.units)))
+        y = matmul_rows(x, self.weight.value, self._buffer("y", (x.shape[0], self.units)))
         y += self.bias.value
         self._x = x
         return self._activate(self.activation, y, training)
@@ -119,12 +120,12 @@ class Dense(AffineLayer):
     def backward(self, grad_out):
         if self.activation is not None:
             grad_out = self.activation.backward(grad_out)
-        np.matmul(self._x.T, grad_out, out=self.weight.grad)
+        matmul_t_sum(self._x, grad_out, self.weight.grad, self._buffers, "dw_parts")
         # db = 1^T g: a matrix-vector product, measured 3x faster than np.sum(axis=0)
         np.matmul(cached_ones(self._buffers, grad_out.shape[0], self.dtype), grad_out, out=self.bias.grad)
         if not self.needs_input_grad:
             return None
-        return np.matmul(grad_out, self.weight.value.T, out=self._buffer("dx", self._x.shape))
+        return matmul_rows(grad_out, self.weight.value.T, self._buffer("dx", self._x.shape))
 
     def symbolic(self, sp, x, weight, bias):
         z = x.dot(weight) + bias

@@ -22,6 +22,7 @@ class _Pooling2D(Layer):
     """A window of ``pool_size`` sliding by ``strides`` over each channel of ``(N, H, W, C)``."""
 
     kind = "pool"
+    splits_batch = True
 
     def __init__(self, pool_size: int | tuple[int, int] = 2, strides: int | tuple[int, int] | None = None,
                  padding: str = "valid", input_shape: tuple[int, int, int] | None = None,
@@ -39,13 +40,32 @@ class _Pooling2D(Layer):
         oh, ow = spatial_output_shape(self, shape, self.pool_size, self.strides, (1, 1), self.padding, "pool")
         return (oh, ow, shape[2])
 
+    #: set by Sequential when the Conv2D before hands over its outputs as window-major blocks, (N, 2, 2, OH,
+    #: OW, C) (see Conv2D.forward): only for 2x2 windows with stride 2 and no padding on that input
+    window_major_input = False
+
     def forward(self, x, training=False):
+        self._blocks = self.window_major_input and isinstance(x, np.ndarray) and x.ndim == 6
+        if self._blocks:
+            expected = (2, 2, *self.output_shape)
+            if x.shape[1:] != expected or x.dtype != self.dtype:
+                raise ValueError(f"{self!r} takes window-major blocks of shape (N, {', '.join(map(str, expected))}) "
+                                 f"and dtype {self.dtype}, got {x.shape} {x.dtype}")
+            self._x_shape = x.shape
+            return self._forward_blocks(x, training)
         check_image_batch(self, x)
         self._check_input(x)
         if self.input_shape is None:
             self.compute_output_shape(x.shape[1:])  # an unbuilt layer: the window must fit
         self._x_shape = x.shape
         return self._forward(x, training)
+
+    def can_read_blocks(self, input_shape: tuple[int, ...]) -> bool:
+        """Whether this pooling may read window-major blocks of images of ``input_shape``: 2x2 windows with
+        stride 2 and no padding cell (an odd last row or column is dropped, as "valid" does)."""
+        pads = _conv.pads_2d(input_shape[:2], self.pool_size, self.strides, (1, 1), self.padding)
+        return self.pool_size == self.strides == (2, 2) and pads == ((0, 0), (0, 0)) \
+            and input_shape[0] >= 2 and input_shape[1] >= 2
 
     def _windows(self, x: np.ndarray) -> Any:
         """Yield ``(i, j, window)`` over the output positions of an object array ``x``; padding cells
@@ -101,23 +121,28 @@ class MaxPooling2D(_Pooling2D):
     # y[n, i, j, c] = max over the window of x  =>  dx = g at the window's first argmax, 0 elsewhere
     #   (relu_after: y = m [m > 0] for that max m  =>  the same, with g first multiplied by [m > 0])
     def _forward(self, x, training):
-        # Inference needs no record of the winners; a backward pass after one finds them then.
-        y, self._winners = _conv.max_pool2d_forward(x, self.pool_size, self.strides, self.padding, self._buffers,
-                                                    need_mask=training)
+        # Inference needs no record of the winners; a backward pass after one finds them then. The ReLU
+        # (ReLU's own form, y * (y > 0)) is applied inside the kernel, and its gradient is in the winners.
         self._x, self._relu_applied = x, self.relu_after
-        if self._relu_applied:
-            np.multiply(y, y > 0, out=y)  # ReLU's own form: -0.0 where it gives -0.0
-            self._y = y
+        y, self._winners = _conv.max_pool2d_forward(x, self.pool_size, self.strides, self.padding, self._buffers,
+                                                    need_mask=training, relu=self._relu_applied)
+        return y
+
+    def _forward_blocks(self, x, training):
+        self._x, self._relu_applied = x, self.relu_after
+        y, self._winners = _conv.max_pool2d_blocks_forward(x, self._buffers, need_mask=training,
+                                                           relu=self._relu_applied)
         return y
 
     def backward(self, grad_out):
-        if self._relu_applied:
-            grad_out = np.multiply(grad_out, self._y > 0, out=self._buffer("relu_grad", grad_out.shape,
-                                                                             grad_out.dtype))
+        if self._blocks:
+            if self._winners is None:
+                self._winners = _conv.max_pool2d_blocks_forward(self._x, {}, relu=self._relu_applied)[1]
+            return _conv.max_pool2d_blocks_backward(grad_out, self._winners, self._buffers)
         if self._winners is None:
             scratch: dict = {}  # not the layer's buffers: the forward output must stay valid
             self._winners = _conv.max_pool2d_forward(self._x, self.pool_size, self.strides, self.padding,
-                                                     scratch)[1]
+                                                     scratch, relu=self._relu_applied)[1]
         return _conv.max_pool2d_backward(grad_out, self._winners, self._x_shape, self.pool_size, self.strides,
                                          self.padding, self._buffers)
 
@@ -150,7 +175,12 @@ class AveragePooling2D(_Pooling2D):
     def _forward(self, x, training):
         return _conv.avg_pool2d_forward(x, self.pool_size, self.strides, self.padding, self._buffers)
 
+    def _forward_blocks(self, x, training):
+        return _conv.avg_pool2d_blocks_forward(x, self._buffers)
+
     def backward(self, grad_out):
+        if self._blocks:
+            return _conv.avg_pool2d_blocks_backward(grad_out, self._buffers)
         return _conv.avg_pool2d_backward(grad_out, self._x_shape, self.pool_size, self.strides, self.padding,
                                          self._buffers)
 
@@ -166,6 +196,7 @@ class GlobalAveragePooling2D(Layer):
     """The mean of each channel over the image: ``(N, H, W, C)`` to ``(N, C)`` (Keras's layer)."""
 
     derivative_text = "spreads each channel's gradient evenly over the H W positions"
+    splits_batch = True
 
     def compute_output_shape(self, input_shape):
         return (check_image_shape(self, super().compute_output_shape(input_shape))[2],)
