@@ -342,6 +342,9 @@ def conv2d_forward(
     if narrow:
         # columns [patch; 1; 0 ...]: the product with [w2d; bias] adds the bias, and colsT g gives db as row k
         cols_t = cached_buffer(cache, "conv2d/narrow_cols", (_NARROW, n * p), x.dtype)
+        # the rows after the patch entries (ones, zeros) never change: written once per buffer
+        tail = cache.get("conv2d/narrow_tail")
+        tail_written = tail is not None and tail[0] is cols_t and tail[1] == (bias is not None)
         item, length = x.itemsize, n * p * x.itemsize
         position_strides = [item * math.prod(grid[d + 1:]) for d in range(len(grid))]
         cols = as_strided(cols_t, (n, *grid, kh, kw, c),
@@ -367,8 +370,9 @@ def conv2d_forward(
             _im2col(patches[n0 - start:n1 - start], cols[n0:n1])
             rows = slice(n0 * p, n1 * p)
             if narrow:
-                cols_t[k:used, rows] = 1.0
-                cols_t[used:, rows] = 0.0
+                if not tail_written:
+                    cols_t[k:used, rows] = 1.0
+                    cols_t[used:, rows] = 0.0
                 np.matmul(cols_t[:used, rows].T, w2d, out=y2d[rows])
                 continue
             np.matmul(cols2d[rows], w2d, out=y2d[rows])
@@ -377,6 +381,7 @@ def conv2d_forward(
 
     run(partition(n, n * p * (_NARROW if narrow else k)), samples)
     if narrow:
+        cache["conv2d/narrow_tail"] = (cols_t, bias is not None)
         cols = cols.view()
         cols.flags.writeable = False
         # conv2d_backward knows the transposed patches by this object, and uses all their rows (ones included)

@@ -96,6 +96,16 @@ def set_num_threads(n: int) -> None:
         _num_threads = n
 
 
+def _forget_workers_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts a pool of its own when it needs one."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
+
+
 def _workers() -> ThreadPoolExecutor:
     global _pool
     with _lock:

@@ -171,7 +171,8 @@ class Sequential:
             if isinstance(layer, (MaxPooling2D, AveragePooling2D)):
                 layer.window_major_input = False
         for i, (conv, pool) in enumerate(zip(self.layers, self.layers[1:])):
-            if isinstance(conv, Conv2D) and isinstance(pool, (MaxPooling2D, AveragePooling2D)) \
+            # exact types: a subclass may override forward without the window_major argument
+            if type(conv) is Conv2D and type(pool) in (MaxPooling2D, AveragePooling2D) \
                     and (conv.activation is None or conv.activation_moved_past_pooling) \
                     and pool.can_read_blocks(conv.output_shape):
                 pool.window_major_input = True

@@ -421,3 +421,21 @@ def test_pooling_of_blocks_refuses_what_is_not_blocks(rng):
     _, mask = K.max_pool2d_blocks_forward(rng.standard_normal((2, 2, 2, 4, 4, 1)))
     with pytest.raises(ValueError, match="mask must be"):
         K.max_pool2d_blocks_backward(rng.standard_normal((2, 4, 3, 1)), mask)
+
+
+def test_narrow_patches_keep_their_bias_row_right_when_a_cache_is_reused(rng):
+    """A 3x3 kernel on one channel keeps its patches transposed with a row of ones for the bias, written once
+    per buffer: a call without bias (zeros there), a batch of another size, then with bias again."""
+    w, b = rng.standard_normal((3, 3, 1, 4)), rng.standard_normal(4)
+    cache = {}
+    for n, bias in ((3, b), (3, None), (5, b), (3, b), (3, None)):
+        x = rng.standard_normal((n, 6, 6, 1))
+        y, cols = K.conv2d_forward(x, w, bias, cache=cache)
+        y_fresh, _ = K.conv2d_forward(x, w, bias)
+        np.testing.assert_allclose(y, y_fresh, rtol=1e-13, atol=1e-13)
+        g = rng.standard_normal(y.shape)
+        got = K.conv2d_backward(g, cols, w, x.shape, need_dx=False, need_db=bias is not None, cache=cache)
+        want = K.conv2d_backward(g, cols.copy(), w, x.shape, need_dx=False, need_db=bias is not None)
+        for a, e in zip(got[1:], want[1:]):
+            if e is not None:
+                np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)

@@ -259,3 +259,28 @@ def test_models_without_conv_or_pooling_run_outside_a_region():
         "Conv2D", "MaxPooling2D", "Conv2D", "AveragePooling2D"]
     from nnlib import training
     assert type(training.parallel_for(mlp)).__name__ == "nullcontext"
+
+
+@needs_blas_control
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_starts_its_own_workers(split_everything):
+    import os
+    import signal
+
+    with _threads.parallel_region():
+        _threads.run(_threads.partition(6, 10**9), lambda k, start, stop: None)  # the parent's pool exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a split must not wait on the parent's (absent) threads
+        signal.alarm(20)  # a hang ends the child, and the parent reads nothing
+        try:
+            seen = []
+            with _threads.parallel_region():
+                _threads.run(_threads.partition(6, 10**9), lambda k, start, stop: seen.append(k))
+            os.write(write, bytes(sorted(seen)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        assert pipe.read() == bytes([0, 1, 2])
+    assert os.waitpid(pid, 0)[1] == 0
