@@ -651,13 +651,11 @@ def max_pool2d_forward(
     free = cached_buffer(cache, "maxpool/free", (n, oh, ow, c), np.bool_) if need_mask else None
     positive = cached_buffer(cache, "maxpool/positive", (n, oh, ow, c), np.bool_) if relu else None
     fast = _fast_pool(pool, strides, pads)
-    quad = fast and pool == (2, 2) and need_mask
     rows = _rows_buffer(x.shape, (oh, ow), pool, x.dtype, cache, "maxpool/rows") if fast else None
     xp = None if fast else _pad_buffer(x.shape, pads, x.dtype, cache, "maxpool/xpad")
-    mask = right = None
+    mask = None
     if need_mask:
         mask = cached_buffer(cache, "maxpool/mask", _max_mask_shape(n, oh, ow, c, pool, fast), np.bool_)
-        right = cached_buffer(cache, "maxpool/right", (n, oh, 2, ow, c), np.bool_) if quad else None
 
     def relu_of(start: int, stop: int) -> np.ndarray | None:
         """ReLU on this part of y; its positive entries."""
@@ -668,36 +666,11 @@ def max_pool2d_forward(
         np.multiply(ys, pos, out=ys)
         return pos
 
-    # y[n,i,j,c] = max_{a,b} xpad[n, i*sh + a, j*sw + b, c]  =>  dx at each window's first argmax = g[n,i,j,c]
-    def quads(_: int, start: int, stop: int) -> None:
-        # 2x2 windows: each row's winner (the right cell only if strictly larger: the first maximum wins), then
-        # the winning row the same way, then the four cells' marks from those choices. Measured (26x26x32,
-        # N=128, one thread): 7.7 ms, where ties with the max broken cell by cell (the general path below)
-        # took 10.2 ms; the same backward pass.
-        xt, ys, r, m = _tiles(x[start:stop], (oh, ow), pool), y[start:stop], rows[start:stop], mask[start:stop]
-        right_s, bottom = right[start:stop], free[start:stop]
-        np.greater(xt[:, :, :, :, 1], xt[:, :, :, :, 0], out=right_s)
-        np.maximum(xt[:, :, :, :, 0], xt[:, :, :, :, 1], out=r)
-        np.greater(r[:, :, 1], r[:, :, 0], out=bottom)
-        np.maximum(r[:, :, 0], r[:, :, 1], out=ys)
-        pos = relu_of(start, stop)
-        # the winning row, as marks per window: top = not bottom (and, after ReLU, a positive maximum)
-        top = m[:, :, 0, :, 0]  # scratch until the last line
-        if pos is None:
-            np.logical_not(bottom, out=top)
-        else:
-            np.greater(pos, bottom, out=top)
-            np.logical_and(bottom, pos, out=bottom)
-        r0, r1 = right_s[:, :, 0], right_s[:, :, 1]
-        np.logical_and(top, r0, out=m[:, :, 0, :, 1])
-        np.greater(bottom, r1, out=m[:, :, 1, :, 0])
-        np.logical_and(bottom, r1, out=m[:, :, 1, :, 1])
-        np.greater(top, r0, out=top)
-
     def marks_after_relu(m: np.ndarray, pos: np.ndarray | None, layout: tuple) -> None:
         if pos is not None:
             np.logical_and(m, pos[layout], out=m)
 
+    # y[n,i,j,c] = max_{a,b} xpad[n, i*sh + a, j*sw + b, c]  =>  dx at each window's first argmax = g[n,i,j,c]
     def tiles(_: int, start: int, stop: int) -> None:
         xt = _tiles(x[start:stop], (oh, ow), pool)
         _reduce_tiles(np.maximum, xt, y[start:stop], None if rows is None else rows[start:stop])
@@ -739,7 +712,7 @@ def max_pool2d_forward(
         _keep_first([m[:, :, :, a, b] for a in range(ph) for b in range(pw)], free[start:stop])
         marks_after_relu(m, relu_of(start, stop), (slice(None), slice(None), slice(None), None, None))
 
-    run(partition(n, x.size), (quads if quad else tiles) if fast else windows)
+    run(partition(n, x.size), tiles if fast else windows)
     return y, mask
 
 
