@@ -98,6 +98,15 @@ class Conv2D(AffineLayer):
     weight : Parameter of shape (KH, KW, C_in, C_out)
         Keras's kernel layout (PyTorch's is ``(C_out, C_in, KH, KW)``).
     bias : Parameter of shape (C_out,), or None with ``use_bias=False``
+
+    Notes
+    -----
+    Inside a model, right before a 2x2, stride-2 pooling that adds no padding (and with no
+    activation, or a ReLU the max pooling takes over), the layer computes only the outputs the
+    pooling reads, as window-major blocks ``(N, 2, 2, OH//2, OW//2, C_out)``: the model's outputs
+    and gradients are the same, but what this layer's ``forward`` returns during ``model.forward``
+    is in that layout. Called alone (``layer.forward(x)``, as ``explain`` does) it returns
+    ``(N, OH, OW, C_out)``.
     """
 
     splits_batch = True
