@@ -253,16 +253,7 @@ def _im2col(patches: np.ndarray, cols: np.ndarray) -> None:
 
 
 def _col2im(dcols: np.ndarray, dx: np.ndarray, strides: Pair, dilation: Pair, pads: Pads) -> None:
-    """``dx[n, i*sh + a*dh - top, j*sw + b*dw - left, c] += dcols[n,i,j,a,b,c]``, skipping padding cells.
-
-    A window-major ``dcols`` (N, 2, 2, OH2, OW2, KH, KW, C) is four such blocks, block (a, b) a convolution
-    with strides doubled whose rows start a*sh (columns b*sw) further."""
-    if dcols.ndim == 8:
-        (sh, sw), ((top, _), (left, _)) = strides, pads
-        for a in range(2):
-            for b in range(2):
-                _col2im(dcols[:, a, b], dx, (2 * sh, 2 * sw), dilation, ((top - a * sh, 0), (left - b * sw, 0)))
-        return
+    """``dx[n, i*sh + a*dh - top, j*sw + b*dw - left, c] += dcols[n,i,j,a,b,c]``, skipping padding cells."""
     _, oh, ow, kh, kw, _ = dcols.shape
     (sh, sw), (dh, dw), ((top, _), (left, _)) = strides, dilation, pads
     rows = _taps(dx.shape[1], oh, kh, sh, dh, top)
@@ -344,7 +335,7 @@ def conv2d_forward(
         cols_t = cached_buffer(cache, "conv2d/narrow_cols", (_NARROW, n * p), x.dtype)
         # the rows after the patch entries (ones, zeros) never change: written once per buffer
         tail = cache.get("conv2d/narrow_tail")
-        tail_written = tail is not None and tail[0] is cols_t and tail[1] == (bias is not None)
+        tail_written = tail is not None and tail[0] is cols_t and tail[1] == (k, bias is not None)
         item, length = x.itemsize, n * p * x.itemsize
         position_strides = [item * math.prod(grid[d + 1:]) for d in range(len(grid))]
         cols = as_strided(cols_t, (n, *grid, kh, kw, c),
@@ -381,11 +372,11 @@ def conv2d_forward(
 
     run(partition(n, n * p * (_NARROW if narrow else k)), samples)
     if narrow:
-        cache["conv2d/narrow_tail"] = (cols_t, bias is not None)
+        cache["conv2d/narrow_tail"] = (cols_t, (k, bias is not None))
         cols = cols.view()
         cols.flags.writeable = False
         # conv2d_backward knows the transposed patches by this object, and uses all their rows (ones included)
-        cache["conv2d/narrow_view"] = (cols, bias is not None)
+        cache["conv2d/narrow_view"] = (cols, bias is not None, cols_t)
     return y, cols
 
 
@@ -465,8 +456,7 @@ def conv2d_backward(
     narrow_view = cache.get("conv2d/narrow_view")
     narrow = narrow_view is not None and narrow_view[0] is cols  # the forward's transposed patches (_NARROW)
     if narrow:
-        cols_t = cache["conv2d/narrow_cols"]
-        ones_column = narrow_view[1]
+        _, ones_column, cols_t = narrow_view
         width = _NARROW
     else:
         cols2d = cols.reshape(n * p, k)  # a copy only if the caller passed a non-contiguous cols
@@ -791,7 +781,9 @@ def max_pool2d_blocks_forward(x: np.ndarray, cache: dict | None = None, need_mas
     """2x2, stride-2 max pooling of window-major blocks: ``y[n,i,j,c] = max_{a,b} x[n,a,b,i,j,c]``.
 
     The same values, winners (the first maximum in row-major order of the window) and ``relu`` as
-    :func:`max_pool2d_forward` on the image they come from, with every pass over contiguous blocks.
+    :func:`max_pool2d_forward` on the image they come from, with every pass over contiguous blocks; only a
+    window holding a NaN (its maximum is NaN) differs: its first cell is marked, where that function marks
+    none (training stops at the NaN loss either way).
 
     Parameters
     ----------

@@ -77,7 +77,9 @@ def set_num_threads(n: int) -> None:
     The default is the number of CPUs this process may run on, or the environment
     variable ``NNLIB_NUM_THREADS``. Each sample's outputs do not depend on it; weight
     gradients, sums over the batch, can differ in the last bits (as between BLAS builds).
-    Elsewhere BLAS keeps its own thread count (``OPENBLAS_NUM_THREADS``).
+    While such a pass runs, OpenBLAS has one thread for the whole process (other threads
+    of the program included); before and after, it keeps its own count
+    (``OPENBLAS_NUM_THREADS``).
 
     Parameters
     ----------
@@ -90,8 +92,9 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     with _lock:
-        if _pool is not None and n != _num_threads:
-            _pool.shutdown(wait=True)
+        if n != _num_threads:
+            # a run() in another thread may hold the old pool: it is dropped, not shut down (its idle
+            # threads end when it is collected)
             _pool = None
         _num_threads = n
 
@@ -175,16 +178,23 @@ def run(parts: list[tuple[int, int]], fn: Callable[[int, int, int], None]) -> No
         fn(0, *parts[0])
         return
     pool = _workers()
-    futures = [pool.submit(_run_in_worker, fn, k, start, stop) for k, (start, stop) in enumerate(parts) if k]
+    futures = []
     error: BaseException | None = None
     try:
+        for k, (start, stop) in enumerate(parts[1:], start=1):
+            futures.append(pool.submit(_run_in_worker, fn, k, start, stop))
         fn(0, *parts[0])
     except BaseException as exc:  # noqa: BLE001 - re-raised below, once the workers are done with the buffers
         error = exc
-    for future in futures:
-        exc = future.exception()
-        if error is None and exc is not None:
-            error = exc
+    while True:  # wait for every submitted part, even through a KeyboardInterrupt (raised after)
+        try:
+            for future in futures:
+                exc = future.exception()
+                if error is None and exc is not None:
+                    error = exc
+            break
+        except BaseException as exc:  # noqa: BLE001
+            error = error or exc
     if error is not None:
         raise error
 

@@ -439,3 +439,29 @@ def test_narrow_patches_keep_their_bias_row_right_when_a_cache_is_reused(rng):
         for a, e in zip(got[1:], want[1:]):
             if e is not None:
                 np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_narrow_patches_with_another_kernel_on_a_reused_cache(rng):
+    """The rows after the patch entries depend on the kernel's size too: a 3x3 then a 2x2 kernel ("same":
+    as many positions) on one cache, with a bias, match a fresh cache."""
+    cache = {}
+    x = rng.standard_normal((2, 6, 6, 1))
+    for kernel in (3, 2, 3):
+        w, b = rng.standard_normal((kernel, kernel, 1, 4)), rng.standard_normal(4)
+        y, _ = K.conv2d_forward(x, w, b, padding="same", cache=cache)
+        np.testing.assert_allclose(y, K.conv2d_forward(x, w, b, padding="same")[0], rtol=1e-13, atol=1e-13)
+
+
+def test_narrow_patches_survive_a_full_cache(rng):
+    """Buffers taken after the patches may clear a full cache (cached_buffer keeps at most 32 entries): the
+    backward pass still finds the forward's patches."""
+    cache = {f"other/{i}": None for i in range(28)}  # y and the patches fill it to 32; the weights clear it
+    w, b = rng.standard_normal((3, 3, 1, 2)), rng.standard_normal(2)
+    x = rng.standard_normal((3, 5, 5, 1))
+    y, cols = K.conv2d_forward(x, w, b, cache=cache)
+    assert "other/0" not in cache  # it was cleared
+    g = rng.standard_normal(y.shape)
+    _, dw, db = K.conv2d_backward(g, cols, w, x.shape, need_dx=False, cache=cache)
+    _, dw_fresh, db_fresh = K.conv2d_backward(g, cols.copy(), w, x.shape, need_dx=False)
+    np.testing.assert_allclose(dw, dw_fresh, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, db_fresh, rtol=1e-12, atol=1e-12)

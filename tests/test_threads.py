@@ -6,6 +6,7 @@ the parts are uneven (the machine may have fewer cores: correctness does not nee
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -70,11 +71,44 @@ def test_a_region_splits_and_runs_blas_on_one_thread_then_restores_it(split_ever
 
 
 @needs_blas_control
-def test_small_passes_are_not_split(monkeypatch):
+def test_small_passes_are_not_split():
+    before = nn.get_num_threads()
     nn.set_num_threads(2)
-    with _threads.parallel_region():
-        assert _threads.partition(128, 2 * _threads.MIN_SPLIT_ELEMENTS - 1) == [(0, 128)]
-        assert len(_threads.partition(128, 2 * _threads.MIN_SPLIT_ELEMENTS)) == 2
+    try:
+        with _threads.parallel_region():
+            assert _threads.partition(128, 2 * _threads.MIN_SPLIT_ELEMENTS - 1) == [(0, 128)]
+            assert len(_threads.partition(128, 2 * _threads.MIN_SPLIT_ELEMENTS)) == 2
+    finally:
+        nn.set_num_threads(before)
+
+
+@needs_blas_control
+def test_set_num_threads_while_another_thread_runs_parts(split_everything):
+    """Changing the count drops the pool for the next run(); a run() holding the old one finishes on it."""
+    errors, done = [], threading.Event()
+
+    def keep_running():
+        try:
+            with _threads.parallel_region():
+                while not done.is_set():
+                    _threads.run(_threads.partition(9, 10**9), lambda k, start, stop: None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to land between getting and using a pool
+    worker = threading.Thread(target=keep_running)
+    worker.start()
+    try:
+        for n in (2, 3) * 1500:
+            nn.set_num_threads(n)
+            if errors:
+                break
+    finally:
+        done.set()
+        worker.join(30)
+        sys.setswitchinterval(interval)
+    assert not worker.is_alive() and errors == []
 
 
 def test_one_thread_never_splits(monkeypatch):
