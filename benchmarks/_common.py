@@ -699,3 +699,23 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
                    help="before re-running a worker caught in a slow spell, wait up to this many seconds "
                         "for the spell to end (default 180)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def check_runner_args(p: argparse.ArgumentParser, args: argparse.Namespace, workloads: Sequence[str],
+                      counts: Sequence[str], measures_speed: bool = True) -> argparse.Namespace:
+    """Fill the runner options' defaults and check what every benchmark checks: known workloads, counts >= 1.
+
+    ``--quiet-wait`` and ``--busy-retries`` default to 60 s and 1 re-run, and to none for ``--quick`` or
+    a run that measures no speed (a busy machine only makes it slower)."""
+    waits = measures_speed and not args.quick
+    if args.quiet_wait is None:
+        args.quiet_wait = 60.0 if waits else 0.0
+    if args.busy_retries is None:
+        args.busy_retries = 1 if waits else 0
+    bad = [w for w in args.workloads if w not in workloads]
+    if bad:
+        p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(workloads)}")
+    for name in counts:
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args

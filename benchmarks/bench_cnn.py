@@ -613,18 +613,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_cnn*.json)")
     C.add_runner_options(p)
     args = p.parse_args(argv)
-    # --accuracy measures no speed: a busy machine only makes it slower, so it neither waits nor re-runs
-    if args.quiet_wait is None:
-        args.quiet_wait = 0.0 if args.quick or args.accuracy else 60.0
-    if args.busy_retries is None:
-        args.busy_retries = 0 if args.quick or args.accuracy else 1
-    bad = [w for w in args.workloads if w not in WORKLOADS]
-    if bad:
-        p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
-    for name in ("epochs", "repeats", "batch_size", "floor_samples", "predict_samples", "profile_epochs"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
+    counts = ("epochs", "repeats", "batch_size", "floor_samples", "predict_samples", "profile_epochs")
+    # --accuracy measures no speed: it neither waits for a quiet machine nor re-runs
+    return C.check_runner_args(p, args, WORKLOADS, counts, measures_speed=not args.accuracy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -406,18 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-top", type=int, default=15, help="entries shown by --profile")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/bench_fit*.json)")
     C.add_runner_options(p)
-    args = p.parse_args(argv)
-    if args.quiet_wait is None:
-        args.quiet_wait = 0.0 if args.quick else 60.0
-    if args.busy_retries is None:
-        args.busy_retries = 0 if args.quick else 1
-    bad = [w for w in args.workloads if w not in WORKLOADS]
-    if bad:
-        p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
-    for name in ("epochs", "repeats", "batch_size", "floor_samples", "predict_samples"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
+    return C.check_runner_args(p, p.parse_args(argv), WORKLOADS,
+                               ("epochs", "repeats", "batch_size", "floor_samples", "predict_samples"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -216,9 +216,9 @@ def matmul_t_sum(a: np.ndarray, b: np.ndarray, out: np.ndarray, cache: dict, key
     """``out = a.T @ b`` for 2-D arrays with rows in common.
 
     With more outputs than rows in common (a Dense layer's ``x^T g``: 3136 x 128 from 128 samples), each
-    part computes its rows of ``out`` from its columns of ``a``; else (a convolution's ``cols^T g`` over
-    all output positions) each part multiplies its rows into its own share, and the shares are added in
-    part order (``cache[key]`` holds them)."""
+    part computes its rows of ``out`` from its columns of ``a``; else (many rows, few outputs) each part
+    multiplies its rows into its own share, and the shares are added in part order (``cache[key]`` holds
+    them), as :func:`nnlib._conv.conv2d_backward` does for ``dW`` inside its own split."""
     if not _splitting():
         return np.matmul(a.T, b, out=out)
     work = a.shape[0] * a.shape[1] * b.shape[1]
