@@ -73,6 +73,7 @@ class Sequential:
         self._flat_grads: np.ndarray | None = None
         self._first_trainable = 0
         self._window_major: set[int] = set()  # the Conv2D layers that hand window-major blocks to their pooling
+        self._inference_fused = False  # the last forward ran a Conv2D and its pooling as one inference pass
         for layer in layers or []:
             self.add(layer)
         first = self.layers[0] if self.layers else None
@@ -165,7 +166,9 @@ class Sequential:
         pooling then reads four contiguous blocks instead of strided cells, and an odd last row or column
         that it drops is never computed. Values and gradients are the same; only the convolution's own
         output inside ``forward`` is in that layout (``layer.forward`` called alone, as ``explain`` does,
-        uses the usual one)."""
+        uses the usual one). In inference (``forward(x, training=False)``: predict, evaluate) each pair runs as
+        one pass over blocks of a few images (:meth:`Conv2D.forward_pooled`), whose patches and products stay
+        in cache; its values are those of the two layers to rounding."""
         self._window_major = set()
         for layer in self.layers:
             if isinstance(layer, (MaxPooling2D, AveragePooling2D)):
@@ -212,9 +215,18 @@ class Sequential:
         last layer's buffer: valid until the next pass."""
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before forward()")
-        for i, layer in enumerate(self.layers):
-            x = layer.forward(x, training, window_major=True) if i in self._window_major else \
-                layer.forward(x, training)
+        layers, i = self.layers, 0
+        self._inference_fused = not training and bool(self._window_major)  # then backward has nothing to use
+        while i < len(layers):
+            if i not in self._window_major:
+                x = layers[i].forward(x, training)
+            elif training:
+                x = layers[i].forward(x, training, window_major=True)
+            else:  # inference: the convolution and its pooling in one pass over blocks of images
+                pool = layers[i + 1]
+                x = layers[i].forward_pooled(x, pool.pool_kind, relu=pool.pool_kind == "max" and pool.relu_after)
+                i += 1
+            i += 1
         return x
 
     def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
@@ -223,6 +235,10 @@ class Sequential:
         training), else None."""
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before backward()")
+        if self._inference_fused:
+            raise RuntimeError("backward() follows forward(x, training=True): this model's inference pass "
+                               "(training=False) runs each Conv2D and its pooling as one pass and keeps nothing "
+                               "for backward")
         first_trainable = self.layers[self._first_trainable]
         first_trainable.needs_input_grad = input_grad or not self._params
         try:

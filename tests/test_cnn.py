@@ -248,3 +248,52 @@ def test_convolutions_hand_window_major_blocks_to_a_2x2_pooling(conv_activation,
     records = nn.explain(model, x[:3], y[:3], verbose=0)
     assert all(len(r["to_left_shape"]) in (2, 4) for r in records)  # no window-major shapes in sight
     assert nn.check_gradients(model, x[:2].astype(np.float64), y[:2]).ok
+
+
+def test_inference_runs_each_convolution_and_its_pooling_as_one_pass(monkeypatch):
+    """predict and evaluate call the fused kernel for each pair; the values are the layers' own, one by one,
+    to rounding; backward after such a pass is refused (it kept nothing), and the pass leaves the training
+    forward's buffers alone, so a step's gradients do not depend on a predict in between."""
+    import copy
+
+    from nnlib import _conv
+
+    calls = []
+    fused = _conv.conv2d_pool2d_forward
+
+    def spy(*args, **kwargs):
+        calls.append(args[6] if len(args) > 6 else kwargs.get("pool", "max"))
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(_conv, "conv2d_pool2d_forward", spy)
+    model = _pairing_model(None, nn.AveragePooling2D(2), (8, 10), "same")
+    assert model._window_major == {0, 2}
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((7, 8, 10, 2)).astype(np.float32), rng.integers(0, 3, 7)
+    out = model.predict(x)
+    assert calls == ["avg", "max"]
+    layer_by_layer = x
+    for layer in model.layers:  # the usual layout, one layer at a time
+        layer_by_layer = layer.forward(layer_by_layer)
+    np.testing.assert_allclose(out, model.loss.transform(layer_by_layer), rtol=1e-5, atol=1e-6)
+    model.evaluate(x, y)
+    assert len(calls) == 4
+    with pytest.raises(RuntimeError, match="backward\\(\\) follows forward\\(x, training=True\\)"):
+        model.backward(np.ones((7, 3), np.float32))
+
+    def step_gradients(predict_between):
+        m = _pairing_model(None, nn.AveragePooling2D(2), (8, 10), "same")
+        m.loss.forward(m.forward(x, training=True), y)
+        if predict_between:
+            m.predict(x[:3])
+            m.forward(x, training=True)  # backward needs its own forward: the flag is per pass
+        m.backward(m.loss.backward())
+        return [p.grad.copy() for p in m.parameters()]
+
+    for a, b in zip(step_gradients(False), step_gradients(True)):
+        np.testing.assert_array_equal(a, b)
+    conv = model.layers[0]
+    assert conv._pooled_buffers and not copy.deepcopy(conv)._pooled_buffers  # a cache is never copied
+    with pytest.raises(ValueError, match="forward_pooled needs no activation"):
+        nn.Sequential([nn.Conv2D(2, 3, activation="tanh", input_shape=(6, 6, 1))]).layers[0].forward_pooled(
+            x[:, :6, :6, :1], "max")

@@ -465,3 +465,59 @@ def test_narrow_patches_survive_a_full_cache(rng):
     _, dw_fresh, db_fresh = K.conv2d_backward(g, cols.copy(), w, x.shape, need_dx=False)
     np.testing.assert_allclose(dw, dw_fresh, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, db_fresh, rtol=1e-12, atol=1e-12)
+
+
+# -- the fused inference pass: convolution and 2x2 pooling over blocks of images ---------------------
+
+
+@pytest.mark.parametrize("c_in, hw, strides, dilation, padding", [
+    (1, (9, 8), (1, 1), (1, 1), "valid"),  # narrow patches (bias in the product); an odd output row dropped
+    (1, (8, 7), (2, 1), (1, 1), "same"),
+    (3, (11, 10), (2, 1), (1, 2), "same"),  # patch rows, bias added after the pooling
+    (4, (9, 9), (1, 1), (2, 1), "valid"),
+])
+@pytest.mark.parametrize("pool, relu", [("max", False), ("max", True), ("avg", False)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("block_bytes", [1, 1 << 30])  # one image per block, or the whole batch in one
+def test_fused_convolution_and_pooling_is_the_loop_reference(c_in, hw, strides, dilation, padding, pool, relu,
+                                                              bias, block_bytes, rng, monkeypatch):
+    monkeypatch.setattr(K, "_FUSED_BLOCK_BYTES", block_bytes)
+    x = rng.standard_normal((5, *hw, c_in))
+    w = rng.standard_normal((3, 3, c_in, 4))
+    b = rng.standard_normal(4) if bias else None
+    conv = ref_conv(x, w, np.zeros(4) if b is None else b, strides, dilation, padding)
+    want, _ = ref_pool(np.maximum(conv, 0) if relu else conv, (2, 2), (2, 2), "valid", pool)
+    x_before = x.copy()
+    got = K.conv2d_pool2d_forward(x, w, b, strides, dilation, padding, pool, relu)
+    assert got.shape == want.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(x, x_before)
+    if relu:
+        assert (got == 0).any() and (got > 0).any()  # the ReLU cut something and kept something
+
+
+def test_fused_pass_keeps_float32_and_reuses_its_cache_across_batch_sizes(rng, monkeypatch):
+    monkeypatch.setattr(K, "_FUSED_BLOCK_BYTES", 3 * 36 * 13 * 4)  # 3 images per block: a partial last block
+    x = rng.standard_normal((8, 8, 8, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    want, _ = ref_pool(ref_conv(x, w, b, padding="same"), (2, 2), (2, 2), "valid", "max")
+    cache = {}
+    for n in (8, 5, 8, 1):
+        got = K.conv2d_pool2d_forward(x[:n], w, b, padding="same", cache=cache)
+        assert got.dtype == np.float32 and got.shape == (n, 4, 4, 5)
+        np.testing.assert_allclose(got, want[:n], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_pass_refuses_bad_arguments(rng):
+    x, w = rng.standard_normal((2, 6, 6, 1)), rng.standard_normal((3, 3, 1, 2))
+    with pytest.raises(ValueError, match="pool must be 'max' or 'avg', got 'min'"):
+        K.conv2d_pool2d_forward(x, w, pool="min")
+    with pytest.raises(ValueError, match="relu=True needs pool='max'"):
+        K.conv2d_pool2d_forward(x, w, pool="avg", relu=True)
+    with pytest.raises(ValueError, match="at least 2x2"):
+        K.conv2d_pool2d_forward(rng.standard_normal((2, 3, 6, 1)), w)
+    with pytest.raises(TypeError, match="w must have dtype float64"):
+        K.conv2d_pool2d_forward(x, w.astype(np.float32))
+    with pytest.raises(ValueError, match="do not agree"):
+        K.conv2d_pool2d_forward(x, rng.standard_normal((3, 3, 2, 2)))

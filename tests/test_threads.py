@@ -210,6 +210,23 @@ def test_pooling_of_blocks_split_over_threads_is_bit_for_bit_the_same(split_ever
 
 
 @needs_blas_control
+@pytest.mark.parametrize("c_in, padding, pool, relu", [(1, "valid", "max", True), (3, "same", "avg", False),
+                                                       (2, "same", "max", True)])
+def test_the_fused_inference_pass_split_over_threads_is_bit_for_bit_the_same(split_everything, monkeypatch, c_in,
+                                                                             padding, pool, relu, rng):
+    """Its blocks of images are the same whichever thread runs them, so every value is."""
+    monkeypatch.setattr(_conv, "_FUSED_BLOCK_BYTES", 1)  # a block per image: 7 blocks over 3 threads
+    x = rng.standard_normal((7, 9, 8, c_in)).astype(np.float32)
+    w = rng.standard_normal((3, 3, c_in, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    plain = _conv.conv2d_pool2d_forward(x, w, b, padding=padding, pool=pool, relu=relu).copy()
+    with _threads.parallel_region():
+        assert len(_threads.partition(7, 7)) == 3
+        np.testing.assert_array_equal(_conv.conv2d_pool2d_forward(x, w, b, padding=padding, pool=pool, relu=relu),
+                                      plain)
+
+
+@needs_blas_control
 @pytest.mark.parametrize("pool, strides, padding", [((2, 2), (2, 2), "valid"), ((3, 3), (2, 2), "same"),
                                                     ((2, 3), (2, 3), "valid")])
 @pytest.mark.parametrize("relu", [False, True])

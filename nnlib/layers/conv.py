@@ -132,6 +132,7 @@ class Conv2D(AffineLayer):
         self.activation_moved_past_pooling = False
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
+        self._pooled_buffers: dict = {}  # forward_pooled's scratch, apart from the training pass's buffers
         if self.declared_input_shape is not None:
             self.compute_output_shape(self.declared_input_shape)
 
@@ -189,6 +190,28 @@ class Conv2D(AffineLayer):
                                              window_major=window_major)
         self._x_shape = x.shape
         return self._activate(self._act, y, training)
+
+    def forward_pooled(self, x: np.ndarray, pool: str, relu: bool = False) -> np.ndarray:
+        """Inference through this layer and the 2x2, stride-2 pooling after it, in one pass (Sequential's
+        ``forward(training=False)`` calls it where it pairs the two): ``(N, OH//2, OW//2, C_out)``.
+
+        ``pool`` is ``"max"`` or ``"avg"``; ``relu`` applies the ReLU moved past a max pooling. The
+        values of this layer's ``forward(x, window_major=True)`` followed by the pooling, to rounding
+        (see :func:`nnlib._conv.conv2d_pool2d_forward`). It keeps nothing for ``backward`` and leaves the
+        last ``forward``'s buffers as they were. The activation must be None or moved past the pooling."""
+        if not self.built or self.weight is None:
+            raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
+        self._check_input(x)
+        if self.activation is not None and not self.activation_moved_past_pooling:
+            raise ValueError(f"{self!r}: forward_pooled needs no activation, or one moved past the pooling")
+        return _conv.conv2d_pool2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
+                                           self.strides, self.dilation_rate, self.padding, pool, relu,
+                                           self._pooled_buffers)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_pooled_buffers"] = {}  # a cache, like _buffers
+        return state
 
     def backward(self, grad_out):
         if self._act is not None:

@@ -111,6 +111,7 @@ class MaxPooling2D(_Pooling2D):
     """
 
     derivative_text = "passes each window's gradient to the first entry that held the window's maximum"
+    pool_kind = "max"  # for Conv2D.forward_pooled
 
     #: set by Sequential when a ReLU comes right before (a layer, or a Conv2D's activation): this layer
     #: applies it after pooling, to 4x fewer elements after a 2x2 pool. ReLU and max are both monotone, so
@@ -170,6 +171,7 @@ class AveragePooling2D(_Pooling2D):
     """
 
     derivative_text = "spreads each window's gradient evenly over the window's real entries"
+    pool_kind = "avg"  # for Conv2D.forward_pooled
 
     # y = sum over the window's real entries of x / count  =>  dx = g / count on each of them
     def _forward(self, x, training):
