@@ -1,22 +1,33 @@
-"""scikit-learn estimators built on :class:`~nnlib.model.Sequential`.
+"""scikit-learn's ``MLPClassifier`` and ``MLPRegressor``, run by nnlib: change the import, keep the script.
 
->>> from nnlib.estimators import NeuralNetClassifier
+>>> from nnlib.estimators import NeuralNetClassifier as MLPClassifier
 >>> from sklearn.pipeline import make_pipeline
 >>> from sklearn.preprocessing import StandardScaler
->>> clf = make_pipeline(StandardScaler(), NeuralNetClassifier((64,), max_epochs=50, random_state=0))
+>>> clf = make_pipeline(StandardScaler(), MLPClassifier(solver="adam", max_iter=50, random_state=0))
 
-Both estimators pass scikit-learn's ``check_estimator`` and ``parametrize_with_checks``
-(see ``tests/test_estimators.py``), so they work in Pipelines, ``GridSearchCV``,
-``cross_val_score`` and ``clone``. Parameters keep scikit-learn's MLP meanings, and its
-names except ``lr`` (``learning_rate_init``), ``max_epochs`` (``max_iter``) and
-``optimizer`` (``solver``); ``model_`` is the trained ``Sequential``. Precision follows
-scikit-learn's rule: with ``dtype=None`` (the default) float32 input trains and predicts
-in float32, any other input in float64.
+The parameters are scikit-learn's, with its names, defaults, accepted values and validation
+(its own parameter constraints); the fitted attributes (``coefs_``, ``loss_curve_``,
+``validation_scores_``, ``n_iter_``, ``t_``, ...) and methods mean what they mean there,
+down to the loss definitions (so ``tol`` and ``alpha`` carry over), the initial weights
+(scikit-learn's Glorot-uniform draws from ``random_state``, in its order), the shuffling,
+the stop rule, early stopping on the validation score, ``warm_start`` and ``partial_fit``.
+``tests/test_sklearn_conformance.py`` runs the installed scikit-learn's own test file for
+its MLP against these classes.
 
-Class weights, which the core does not have, are provided here: a weighted softmax
-cross-entropy, obtained by giving the core loss one-hot target rows scaled by each
-sample's class weight (see :meth:`NeuralNetClassifier._targets`). The shared parameters
-and the training loop live in the private ``nnlib._estimator_base``.
+What differs, by design:
+
+- the arithmetic is nnlib's: its forward and backward passes, and its optimizers with
+  PyTorch's formulas. Adam puts ``epsilon`` beside the bias-corrected second moment
+  (PyTorch) where scikit-learn puts it beside the uncorrected one, and SGD's momentum
+  scales the velocity by the current learning rate at each step (PyTorch) where
+  scikit-learn folds past rates into it: the same steps at a constant rate, slightly
+  different ones after an ``invscaling`` or ``adaptive`` change;
+- nnlib's extras, which scikit-learn's frozen MLP does not have: ``dropout``,
+  ``class_weight`` (classifier), ``dtype`` and ``layers`` (any nnlib layers, a CNN or a
+  BatchNormalization network, as the hidden part of the network: in a Pipeline or
+  ``GridSearchCV`` like any estimator);
+- ``model_``, the trained :class:`nnlib.Sequential` (``model_.save(path)``,
+  ``model_.summary()``).
 
 Pickles of fitted estimators round-trip (scikit-learn's convention) and train on. Load
 them only from trusted sources: unpickling runs arbitrary code. For a safe file, save the
@@ -25,18 +36,21 @@ network with ``est.model_.save(path)`` and read it back with :func:`nnlib.load_m
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import r2_score
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.neural_network import MLPRegressor
+from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._estimator_base import _BaseNeuralNet
+from ._estimator_base import _BaseMLP
 
 __all__ = ["NeuralNetClassifier", "NeuralNetRegressor"]
 
@@ -44,225 +58,266 @@ __all__ = ["NeuralNetClassifier", "NeuralNetRegressor"]
 _PARAMETERS_DOC = """
     Parameters
     ----------
-    hidden_layer_sizes : int or sequence of int, default (100,)
-        Units of each hidden ``Dense`` layer; ``()`` gives a linear model.
-    activation : str or sequence of str, default "relu"
-        Hidden-layer activation, one name for all or one per layer: "relu", "leaky_relu",
-        "tanh", "sigmoid" (or scikit-learn's "logistic"), "linear" (or "identity").
-    optimizer : {"adam", "sgd", "momentum"}, default "adam"
-        Any name in ``nnlib.optimizers.registry``, built with ``lr`` and ``alpha``.
-    lr : float > 0, default 1e-3
-        Learning rate (scikit-learn's ``learning_rate_init``).
-    batch_size : int >= 1 or "auto", default 200
-        Samples per step, clipped to the number of samples ("auto" means 200).
-    max_epochs : int >= 1, default 200
-        Passes over the data in ``fit`` (scikit-learn's ``max_iter``).
-    tol : float >= 0, default 1e-4
-        An epoch fails to improve when its loss is above ``best - tol``.
-    n_iter_no_change : int >= 1, default 10
-        ``fit`` stops when more than ``n_iter_no_change`` epochs in a row fail to improve
-        (scikit-learn's rule); otherwise it runs ``max_epochs`` epochs and warns
-        ``ConvergenceWarning``.
-    early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data (stratified for single-label
-        classification), watch the validation loss instead of the training loss, and
-        restore the weights of the epoch with the lowest validation loss.
-    validation_fraction : float in (0, 1), default 0.1
-    alpha : float >= 0, default 0.0
-        L2 penalty with scikit-learn's scale, ``alpha / (2 n_batch) ||w||^2`` added to each
-        batch's mean loss: it becomes the optimizer's weight decay ``alpha / batch_size``.
-        Unlike scikit-learn's MLP, biases are decayed too.
-    dropout : float in [0, 1), default 0.0
-        Inverted-dropout rate after every hidden layer while training.
+    hidden_layer_sizes : array-like of int, default (100,)
+        Units of each hidden ``Dense`` layer (ignored when ``layers`` is given).
+    activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
+        The hidden layers' activation.
+    solver : {"lbfgs", "sgd", "adam"}, default "adam"
+        "lbfgs": SciPy's L-BFGS-B on all the data at once (``max_iter`` iterations and
+        ``max_fun`` loss evaluations at most; not with dropout or BatchNormalization, which
+        change the function between evaluations); "sgd" and "adam": mini-batches, nnlib's
+        ``SGD``/``Momentum`` and ``Adam``.
+    alpha : float >= 0, default 1e-4
+        L2 penalty: ``alpha / (2 W) * sum ||kernel||^2`` is added to each batch's loss, ``W``
+        the batch's summed sample weight (its size without weights). Kernels only, not biases.
+    batch_size : int or "auto", default "auto"
+        Samples per step; "auto" is ``min(200, n_samples)``; larger than ``n_samples`` is
+        clipped, with scikit-learn's warning.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+        The schedule of "sgd": "invscaling" sets ``learning_rate_init / (t_ + 1) ** power_t``
+        after each epoch; "adaptive" divides the rate by 5 each time the stop rule fires,
+        and stops once it is at most 1e-6.
+    learning_rate_init : float > 0, default 1e-3
+    power_t : float >= 0, default 0.5
+    max_iter : int >= 1, default 200
+        Epochs ("sgd", "adam"), or L-BFGS iterations.
+    shuffle : bool, default True
+        Shuffle the samples before each epoch.
     random_state : int, RandomState instance or None, default None
-        Seeds the weights, shuffling, validation split and dropout masks; None draws a new
-        seed for every ``fit``.
+        Initial weights, shuffling, the validation split (and, with ``layers`` or ``dropout``,
+        the seed of the layers' own initializers and of the dropout masks).
+    tol : float >= 0, default 1e-4
+        An epoch whose training loss is not below ``best_loss_ - tol`` (or, with
+        ``early_stopping``, whose validation score is not above ``best + tol``) fails to
+        improve; L-BFGS's ``gtol``.
     verbose : bool, default False
-        Print one line per epoch.
-    dtype : {"float32", "float64"} or None, default None
-        Precision of the network, chosen when ``fit`` (or a first ``partial_fit``) builds it,
-        kept by later ``partial_fit`` calls, and recorded as ``model_.dtype``. None follows
-        scikit-learn's rule: float32 ``X`` (an array or DataFrame that scikit-learn keeps
-        float32) trains in float32, any other ``X`` (float64, integers, lists, ...) in
-        float64. "float32" or "float64" (or the NumPy type or dtype) forces that precision.
-        ``predict`` and ``score`` cast ``X`` to the network's precision; outputs are
-        returned as float64. In float32, a row predicted alone and in a batch may differ
-        by float32 rounding (~1e-7 relative: BLAS sums in a different order).
+        scikit-learn's lines: ``Iteration N, loss = ...`` per epoch.
+    warm_start : bool, default False
+        ``fit`` continues from the current weights; ``t_``, ``loss_curve_`` and
+        ``validation_scores_`` go on growing; ``n_iter_`` counts the last call's epochs, as
+        in scikit-learn. A classifier refuses ``y`` with other classes (scikit-learn's error).
+    momentum : float in [0, 1], default 0.9
+    nesterovs_momentum : bool, default True
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data (stratified for two classes: as in
+        scikit-learn, the split is stratified only when the labels binarize to one column),
+        stop on its score ({score}) with the rule above, and end with the weights (and
+        BatchNormalization statistics) of its best epoch.
+    validation_fraction : float in (0, 1), default 0.1
+    beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
+    epsilon : float > 0, default 1e-8
+    n_iter_no_change : int >= 1 or np.inf, default 10
+        Stop once more than this many epochs in a row fail to improve; ``np.inf`` never stops early.
+    max_fun : int >= 1, default 15000
+        L-BFGS's bound on loss evaluations.
+    dropout : float in [0, 1), default 0.0
+        nnlib's extra: inverted dropout after every hidden ``Dense`` layer while training
+        (a stochastic solver only; with ``layers``, put ``nn.Dropout`` layers in the list).
+    dtype : {"float32", "float64"}, NumPy type or None, default None
+        nnlib's extra: the network's precision. None follows scikit-learn: float32 ``X``
+        trains and predicts in float32, anything else in float64.
+    layers : list of nnlib layers, callable or None, default None
+        nnlib's extra: the hidden part of the network instead of ``hidden_layer_sizes``:
+        copies of these layers (never the objects passed), or the layers of the
+        ``Sequential`` (or list) ``layers()`` returns. The estimator adds the output
+        ``Dense`` layer. Its first layer sees rows of ``X``: put ``nn.Reshape((28, 28, 1))``
+        first for flattened images. ``alpha`` penalizes every layer's ``weight`` (Dense and
+        Conv2D kernels). A fitted estimator is used by one thread at a time (a lock: its layers
+        reuse buffers), so it may be shared across threads, with no speed-up from it.
 """
 
 _ATTRIBUTES_DOC = """
+    loss_ : float
+        The last epoch's mean training loss (L-BFGS: the final loss), L2 term included.
+    best_loss_ : float or None
+        The lowest ``loss_`` so far; None under ``early_stopping`` (stochastic solvers only).
+    loss_curve_ : list of float
+        ``loss_`` after each epoch (stochastic solvers only).
+    validation_scores_ : list of float or None
+        The validation {score} after each epoch under ``early_stopping``, else None.
+    best_validation_score_ : float or None
+        Their best, whose weights the fit ends with; None without ``early_stopping``.
+    t_ : int
+        Training samples seen (stochastic solvers).
+    coefs_, intercepts_ : list of ndarray
+        Views of the network's kernels (``(n_in, n_out)`` for Dense) and biases, for each
+        layer that has them (with ``layers``, a layer without a bias adds a kernel and no
+        intercept): writing into them writes the network; arrays assigned to them are taken
+        by the next fit, prediction or copy.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when ``X`` had string column names.
-    n_outputs_ : int
-    model_ : Sequential
-        The trained network (``model_.summary()``, ``model_.save(path)``); ``model_.dtype``
-        is the precision it computes in.
-    loss_curve_ : list of float
-        Mean training loss of each epoch (without the L2 term).
-    validation_scores_ : list of float or None
-        With ``early_stopping``, the validation {score} of each epoch, else None.
-    validation_loss_curve_ : list of float or None
-        With ``early_stopping``, the validation loss of each epoch, else None.
-    best_loss_ : float
-        Lowest loss watched by the stop rule: the training loss, or the validation loss
-        with ``early_stopping`` (whose weights are restored).
-    best_validation_score_ : float or None
-        With ``early_stopping``, the validation {score} of the restored epoch.
     n_iter_ : int
-        Epochs run, ``partial_fit`` calls included.
-
-    Notes
-    -----
-    Pickling a fitted estimator works and round-trips exactly, but pickles must only be
-    loaded from trusted sources: unpickling can run arbitrary code. For a safe file use
-    ``est.model_.save(path)`` and :func:`nnlib.load_model`.
+        Epochs (or L-BFGS iterations) of the last ``fit``, or 1 after ``partial_fit``.
+    n_layers_ : int
+        Layers with weights, plus the input: ``len(hidden_layer_sizes) + 2`` for an MLP.
+    n_outputs_ : int
+    out_activation_ : str
+        {out_activation}
+    model_ : nnlib.Sequential
+        The trained network, without the output activation (the loss applies it).
 """
 
 
-class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
-    _numeric_y = False
+class NeuralNetClassifier(ClassifierMixin, _BaseMLP):
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
-    def __init__(self, hidden_layer_sizes: Any = (100,), *, activation: Any = "relu", optimizer: str = "adam",
-                 lr: float = 1e-3, batch_size: int | str = 200, max_epochs: int = 200, tol: float = 1e-4,
-                 n_iter_no_change: int = 10, early_stopping: bool = False, validation_fraction: float = 0.1,
-                 alpha: float = 0.0, dropout: float = 0.0, random_state: Any = None, verbose: bool = False,
-                 dtype: str | type | np.dtype | None = None, class_weight: Any = None) -> None:
-        super().__init__(hidden_layer_sizes, activation=activation, optimizer=optimizer, lr=lr,
-                         batch_size=batch_size, max_epochs=max_epochs, tol=tol, n_iter_no_change=n_iter_no_change,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction, alpha=alpha,
-                         dropout=dropout, random_state=random_state, verbose=verbose, dtype=dtype)
+    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *, solver: str = "adam",
+                 alpha: float = 0.0001, batch_size: int | str = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Any = None, tol: float = 1e-4, verbose: bool = False, warm_start: bool = False,
+                 momentum: float = 0.9, nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int | float = 10, max_fun: int = 15000,
+                 dropout: float = 0.0, class_weight: Any = None, dtype: Any = None, layers: Any = None) -> None:
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         dropout=dropout, dtype=dtype, layers=layers)
         self.class_weight = class_weight
 
-    def _loss(self) -> str:
-        return "binary_cross_entropy" if self._multilabel else "softmax_cross_entropy"
-
-    def _targets(self, y: Any, *, first: bool, partial: bool, classes: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-        """Labels -> (loss targets, truth for the validation score, strata, outputs).
-
-        Sets ``classes_`` on the first call; later calls must use the same classes.
-        """
-        if hasattr(y, "toarray"):  # sparse multilabel indicator
-            y = y.toarray()
+    # -- targets -----------------------------------------------------------------------------
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool, dtype: Any
+                        ) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """``(X, Y, weights)``: ``Y`` the labels binarized as the loss reads them (one column for two
+        classes), ``weights`` the samples' class weights or None."""
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        kind = type_of_target(y)
-        if kind not in ("binary", "multiclass", "multilabel-indicator"):
-            raise ValueError(f"{type(self).__name__} supports binary, multiclass and multilabel-indicator "
-                             f"targets, got {kind}")
-        multilabel = kind == "multilabel-indicator"
-        if first:
-            if partial and classes is None and not multilabel:
-                raise ValueError("classes must be passed on the first call to partial_fit")
-            found = unique_labels(y) if classes is None or multilabel else unique_labels(classes)
-            if not multilabel and len(found) < 2:
-                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes, but the data "
-                                 f"contains only one class: {found[0]!r}")
-            if multilabel and self.class_weight is not None:
-                raise ValueError("class_weight is not supported for multilabel targets")
-            self._multilabel, self._label_dtype, self.classes_ = multilabel, y.dtype, found
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
         else:
-            if classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
-                raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r} of the first call")
-            if multilabel != self._multilabel:
-                raise ValueError(f"y is {kind}, but the estimator was fitted on "
-                                 f"{'multilabel' if self._multilabel else 'single-label'} targets")
-        n_classes = len(self.classes_)
-        if multilabel:
-            if y.shape[1] != n_classes:
-                raise ValueError(f"y has {y.shape[1]} labels, the estimator has {n_classes}")
-            return y, y, None, n_classes
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if unknown.size:
-            raise ValueError(f"y contains labels not in classes_ {self.classes_.tolist()}: {unknown.tolist()}")
-        codes = np.searchsorted(self.classes_, y).astype(np.intp)
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                     f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        weights = self._class_weights(y, incremental)
+        return X, self._label_binarizer.transform(y).astype(bool), weights
+
+    def _class_weights(self, y: np.ndarray, incremental: bool) -> np.ndarray | None:
         if self.class_weight is None:
-            return codes, codes, codes, n_classes
-        if isinstance(self.class_weight, str) and self.class_weight == "balanced" and partial:
+            return None
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets")
+        if isinstance(self.class_weight, str) and incremental:
             raise ValueError("class_weight='balanced' is not supported by partial_fit: pass the dict that "
                              "compute_class_weight('balanced', classes=..., y=...) gives instead")
-        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-        # Weighted cross-entropy through the core loss: with target rows t_n = w_n onehot(y_n),
-        # SoftmaxCrossEntropy gives L = (1/N) sum_n w_n (-log p_n[y_n]) and dz = (w_n p_n - t_n) / N.
-        rows = np.zeros((len(codes), n_classes))
-        rows[np.arange(len(codes)), codes] = weights[codes]
-        return rows, codes, codes, n_classes
+        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        return per_class[np.searchsorted(self.classes_, y)]
 
-    def _score_outputs(self, proba: np.ndarray, truth: np.ndarray) -> float:
-        """Accuracy (subset accuracy for multilabel), for the validation scores."""
-        if self._multilabel:
-            return float(np.mean(np.all((proba > 0.5) == (truth > 0.5), axis=1)))
-        return float(np.mean(proba.argmax(axis=1) == truth))
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
-        """Train a new network on (X, y) for up to ``max_epochs`` epochs.
+    def _loss_name(self) -> str:
+        return "binary_log_loss" if self.out_activation_ == "logistic" else "log_loss"
+
+    def _score_arrays(self, X: Any, y: Any, sample_weight: Any) -> float:
+        out = self._forward_arrays(X)
+        if not np.isfinite(out).all():
+            return np.nan
+        return float(accuracy_score(y, self._labels(out), sample_weight=sample_weight))
+
+    def _labels(self, out: np.ndarray) -> np.ndarray:
+        return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> NeuralNetClassifier:
+        """Fit the network to (X, y), for up to ``max_iter`` epochs (or L-BFGS iterations).
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
-        y : array-like of shape (N,) or (N, C)
-            Class labels of any type scikit-learn accepts (binary or multiclass), or a
-            multilabel indicator matrix of 0/1.
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels of any type (binary or multiclass), or a multilabel indicator matrix.
+        sample_weight : array-like of shape (n_samples,), optional
+            Each sample's weight in the loss (a weighted mean), multiplied by ``class_weight``.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, partial=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
-        """One epoch on (X, y), continuing the current network (a new one on the first call).
-
-        No validation split and no stop rule; ``n_iter_`` and ``loss_curve_`` grow by one.
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> NeuralNetClassifier:
+        """One epoch over (X, y) from the current weights (new ones on the first call); not with "lbfgs".
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
-        y : array-like of shape (N,) or (N, C)
-        classes : array-like of shape (C,), optional
-            Every class that will ever appear; required on the first call (for a
-            multilabel indicator ``y`` its columns are the classes).
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), optional
+        classes : array-like of shape (n_classes,), optional
+            Every class across all calls; required on the first call (not for multilabel ``y``).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, partial=True, classes=classes)
+        self._check_parameters()  # before classes_ is set: a refused call changes nothing (scikit-learn's order)
+        if classes is None and not hasattr(self, "classes_"):
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        first = False
+        if classes is not None:
+            if hasattr(self, "classes_"):
+                if not np.array_equal(self.classes_, unique_labels(classes)):
+                    raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                                     f"was: {self.classes_!r}")
+            else:
+                self.classes_ = unique_labels(classes)
+                first = True
+        if first:
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class (multilabel: each label whose probability is above 0.5).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), or (n_samples, n_labels) for multilabel
+        """
+        return self._labels(self._forward_checked(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (softmax), or per-label probabilities (sigmoid) for multilabel.
+        """Class probabilities in the order of ``classes_`` (multilabel: each label's own).
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
-        ndarray of shape (N, C), float64
-            Columns follow ``classes_``.
+        ndarray of shape (n_samples, n_classes), in the network's precision
         """
-        proba = self._outputs(X)
-        if not self._multilabel:
-            proba /= proba.sum(axis=1, keepdims=True)
-        return proba
+        out = self._forward_checked(X)
+        if self.n_outputs_ == 1:
+            p = out.ravel()
+            return np.vstack([1 - p, p]).T
+        return out
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The most probable class (multilabel: every label with probability > 0.5).
-
-        Parameters
-        ----------
-        X : array-like of shape (N, D_in)
-
-        Returns
-        -------
-        ndarray of shape (N,) with the labels' type, or (N, C) of 0/1 for multilabel
-        """
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """``log(predict_proba(X))``, shape (n_samples, n_classes)."""
         proba = self.predict_proba(X)
-        if self._multilabel:
-            return (proba > 0.5).astype(self._label_dtype)
-        return self.classes_[proba.argmax(axis=1)]
+        return np.log(proba, out=proba)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -270,70 +325,93 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return tags
 
 
-class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
-    _numeric_y = True
+class NeuralNetRegressor(RegressorMixin, _BaseMLP):
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
+                                    "loss": MLPRegressor._parameter_constraints["loss"]}
 
-    def _loss(self) -> str:
-        return "mse"
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001, power_t: float = 0.5,
+                 max_iter: int = 200, shuffle: bool = True, random_state: Any = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+                 n_iter_no_change: int | float = 10, max_fun: int = 15000, dropout: float = 0.0, dtype: Any = None,
+                 layers: Any = None) -> None:
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         dropout=dropout, dtype=dtype, layers=layers)
+        self.loss = loss
 
-    def _targets(self, y: Any, *, first: bool, partial: bool, classes: Any
-                 ) -> tuple[np.ndarray, np.ndarray, None, int]:
-        n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        if first:
-            self._y_ndim = y.ndim
-        elif n_outputs != self.n_outputs_:
-            raise ValueError(f"y has {n_outputs} outputs, the estimator was fitted with {self.n_outputs_}")
-        return y, y, None, n_outputs
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool, dtype: Any
+                        ) -> tuple[Any, np.ndarray, None]:
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
+                             dtype=dtype, reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y, None
 
-    def _score_outputs(self, out: np.ndarray, truth: np.ndarray) -> float:
-        """R^2 (uniform average over outputs), for the validation scores."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)  # a single validation sample
-            return float(r2_score(truth, out.reshape(truth.shape)))
+    def _output_activation(self) -> str:
+        return "exp" if self.loss == "poisson" else "identity"
 
-    def fit(self, X: Any, y: Any) -> NeuralNetRegressor:
-        """Train a new network on (X, y) for up to ``max_epochs`` epochs (MSE loss).
+    def _loss_name(self) -> str:
+        return self.loss
+
+    def _score_arrays(self, X: Any, y: Any, sample_weight: Any) -> float:
+        out = self._forward_arrays(X)
+        if not np.isfinite(out).all():
+            return np.nan
+        return float(r2_score(y, out.ravel() if self.n_outputs_ == 1 else out, sample_weight=sample_weight))
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> NeuralNetRegressor:
+        """Fit the network to (X, y), for up to ``max_iter`` epochs (or L-BFGS iterations).
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
-        y : array-like of shape (N,) or (N, D_out)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), optional
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, partial=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
-    def partial_fit(self, X: Any, y: Any) -> NeuralNetRegressor:
-        """One epoch on (X, y), continuing the current network (a new one on the first call).
-
-        No validation split and no stop rule; ``n_iter_`` and ``loss_curve_`` grow by one.
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> NeuralNetRegressor:
+        """One epoch over (X, y) from the current weights (new ones on the first call); not with "lbfgs".
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
-        y : array-like of shape (N,) or (N, D_out)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), optional
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, partial=True)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted values.
+        """Predicted values, in the network's precision.
 
         Parameters
         ----------
-        X : array-like of shape (N, D_in)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
-        ndarray of shape (N,) if ``y`` was 1-D in fit, else (N, D_out); float64
+        ndarray of shape (n_samples,) for one output, else (n_samples, n_outputs)
         """
-        out = self._outputs(X)
-        return out.ravel() if self._y_ndim == 1 else out
+        check_is_fitted(self)
+        out = self._forward_checked(X)
+        return out.ravel() if out.shape[1] == 1 else out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -341,46 +419,48 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
         return tags
 
 
-NeuralNetClassifier.__doc__ = f"""A neural-network classifier: hidden ``Dense`` layers, softmax cross-entropy.
+NeuralNetClassifier.__doc__ = f"""scikit-learn's ``MLPClassifier``, run by nnlib (see :mod:`nnlib.estimators`).
 
-    Binary and multiclass labels of any type train a softmax over ``len(classes_)``
-    outputs; a multilabel indicator ``y`` (N, C) trains C sigmoid outputs with binary
-    cross-entropy. Training is mini-batch with nnlib's optimizers, shuffled per epoch
-    from ``random_state``.
-{_PARAMETERS_DOC}    class_weight : dict, "balanced" or None, default None
-        Weights of each class in the loss: ``{{label: weight}}`` (missing labels weigh 1),
-        or "balanced", ``n_samples / (n_classes * bincount(y))``. The loss becomes
-        ``(1/N) sum_n w[y_n] CE_n``. Not for multilabel targets; "balanced" is refused
-        by ``partial_fit``.
+    Softmax outputs and the log-loss for multiclass labels; one logistic output for two
+    classes, and one per label for a multilabel indicator ``y``, with the binary log-loss
+    summed over the labels (scikit-learn's definitions).
+{_PARAMETERS_DOC.replace("{score}", "accuracy")}    class_weight : dict, "balanced" or None, default None
+        nnlib's extra: each class's weight in the loss, ``{{label: weight}}`` or "balanced"
+        (``n_samples / (n_classes * bincount(y))``), multiplied into ``sample_weight``. Not for
+        multilabel targets; "balanced" is refused by ``partial_fit``.
 
     Attributes
     ----------
-    classes_ : ndarray of shape (C,)
-        Sorted labels (for multilabel ``y``: ``arange(C)``).
-{_ATTRIBUTES_DOC.format(score="accuracy")}
+    classes_ : ndarray of shape (n_classes,)
+{_ATTRIBUTES_DOC.replace("{score}", "accuracy").replace("{out_activation}", '"softmax" or "logistic".')}
     Examples
     --------
     >>> from sklearn.datasets import load_iris
     >>> from nnlib.estimators import NeuralNetClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = NeuralNetClassifier((32,), lr=1e-2, batch_size=16, random_state=0).fit(X, y)
-    >>> clf.predict(X[:3]).tolist(), clf.n_iter_ < clf.max_epochs
+    >>> clf = NeuralNetClassifier((32,), learning_rate_init=1e-2, max_iter=300, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).tolist(), clf.score(X, y) > 0.95
     ([0, 0, 0], True)
     """
 
-NeuralNetRegressor.__doc__ = f"""A neural-network regressor: hidden ``Dense`` layers, a linear output, MSE.
+NeuralNetRegressor.__doc__ = f"""scikit-learn's ``MLPRegressor``, run by nnlib (see :mod:`nnlib.estimators`).
 
-    ``y`` may be 1-D (N,) or multi-output (N, D_out); ``predict`` returns the same shape.
-{_PARAMETERS_DOC}
+    Parameters
+    ----------
+    loss : {{"squared_error", "poisson"}}, default "squared_error"
+        Half the squared error (averaged over samples, then outputs) with identity outputs, or
+        the half Poisson deviance with ``exp`` outputs (scikit-learn's definitions).
+{_PARAMETERS_DOC.replace("{score}", "R^2").split("----------" + chr(10), 1)[1]}
     Attributes
     ----------
-{_ATTRIBUTES_DOC.format(score="R^2")}
+{_ATTRIBUTES_DOC.replace("{score}", "R^2").replace("{out_activation}", '"identity", or "exp" for the Poisson loss.')}
     Examples
     --------
     >>> import numpy as np
     >>> from nnlib.estimators import NeuralNetRegressor
     >>> X = np.linspace(-1, 1, 200).reshape(-1, 1)
-    >>> reg = NeuralNetRegressor((32,), lr=1e-2, batch_size=16, random_state=0).fit(X, X.ravel() ** 2)
-    >>> reg.predict([[0.5]]).shape, reg.score(X, X.ravel() ** 2) > 0.95
+    >>> reg = NeuralNetRegressor(hidden_layer_sizes=(32,), learning_rate_init=1e-2, max_iter=500,
+    ...                          random_state=0).fit(X, X.ravel() ** 2)
+    >>> reg.predict([[0.5]]).shape, reg.score(X, X.ravel() ** 2) > 0.9
     ((1,), True)
     """

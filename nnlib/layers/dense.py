@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,13 @@ from .affine import AffineLayer
 from .base import Layer, registry
 
 __all__ = ["Dense"]
+
+
+def _is_sparse(x: Any) -> bool:
+    """Whether ``x`` is a SciPy sparse matrix or array, without importing SciPy (``import nnlib`` stays light:
+    if scipy.sparse was never imported, ``x`` cannot be one)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return not isinstance(x, np.ndarray) and sparse is not None and sparse.issparse(x)
 
 
 @registry.register("dense")
@@ -111,8 +119,15 @@ class Dense(AffineLayer):
         if isinstance(x, np.ndarray) and x.ndim > 2:
             raise ValueError(f"{self!r} takes flat inputs of shape (N, {self.input_dim}), got {x.shape}: "
                              "put nn.Flatten() before it")
-        self._check_input(x)
-        y = matmul_rows(x, self.weight.value, self._buffer("y", (x.shape[0], self.units)))
+        y = self._buffer("y", (x.shape[0], self.units))
+        if _is_sparse(x):  # a CSR/CSC batch (TF-IDF rows): sparse-dense products, never densified
+            if x.ndim != 2 or x.shape[1:] != self.input_shape or x.dtype != self.dtype:
+                raise ValueError(f"{self!r} expected a sparse {self.dtype} input of shape "
+                                 f"(N, {self.input_dim}), got {x.shape} {x.dtype}")
+            y[...] = x @ self.weight.value
+        else:
+            self._check_input(x)
+            matmul_rows(x, self.weight.value, y)
         y += self.bias.value
         self._x = x
         return self._activate(self.activation, y, training)
@@ -120,11 +135,16 @@ class Dense(AffineLayer):
     def backward(self, grad_out):
         if self.activation is not None:
             grad_out = self.activation.backward(grad_out)
-        matmul_t_sum(self._x, grad_out, self.weight.grad, self._buffers, "dw_parts")
+        if _is_sparse(self._x):
+            self.weight.grad[...] = self._x.T @ grad_out
+        else:
+            matmul_t_sum(self._x, grad_out, self.weight.grad, self._buffers, "dw_parts")
         # db = 1^T g: a matrix-vector product, measured 3x faster than np.sum(axis=0)
         np.matmul(cached_ones(self._buffers, grad_out.shape[0], self.dtype), grad_out, out=self.bias.grad)
         if not self.needs_input_grad:
             return None
+        if _is_sparse(self._x):
+            raise ValueError(f"{self!r}: no input gradient for a sparse input (it would be dense)")
         return matmul_rows(grad_out, self.weight.value.T, self._buffer("dx", self._x.shape))
 
     def symbolic(self, sp, x, weight, bias):

@@ -63,7 +63,8 @@ class Momentum(Optimizer):
     Parameters
     ----------
     lr : float, default 0.01
-    momentum : float in [0, 1), default 0.9
+    momentum : float in [0, 1], default 0.9
+        (1 never forgets a gradient: allowed, as PyTorch and scikit-learn allow it)
     nesterov : bool, default False
     weight_decay : float, default 0
     clipnorm, global_clipnorm, clipvalue : float, optional
@@ -76,7 +77,7 @@ class Momentum(Optimizer):
                  weight_decay: float = 0.0, *, clipnorm: float | None = None, global_clipnorm: float | None = None,
                  clipvalue: float | None = None) -> None:
         super().__init__(lr, weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm, clipvalue=clipvalue)
-        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0, high_open=False)
         self.nesterov = check_bool(nesterov, "nesterov")
 
     def _reference_update(self, value, grad, state):
