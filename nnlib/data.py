@@ -18,6 +18,7 @@ from ._validation import check_number, check_positive_int, format_shape
 
 __all__ = [
     "check_features",
+    "as_batch",
     "check_positive_int",
     "BatchIterator",
     "chunks",
@@ -33,8 +34,14 @@ _CHECK_CHUNK_ELEMENTS = 1 << 20
 
 
 def check_features(x: Any, what: str = "x", dtype: Any = np.float32,
-                   n_features: int | tuple[int, ...] | None = None, *, any_rank: bool = False) -> np.ndarray:
+                   n_features: int | tuple[int, ...] | None = None, *, any_rank: bool = False,
+                   lazy: bool = False) -> np.ndarray:
     """Validate a batch of samples and cast it once to ``dtype``.
+
+    With ``lazy``, a memory-mapped ``x`` (``np.memmap``, ``np.load(..., mmap_mode="r")``) is
+    checked in chunks, once, and returned as it is, in its own dtype: its users cast each
+    batch (:func:`as_batch`), so anonymous memory does not grow with the file (a 784 MB
+    uint8 file would become 3 GB of float32).
 
     Parameters
     ----------
@@ -80,15 +87,43 @@ def check_features(x: Any, what: str = "x", dtype: Any = np.float32,
             raise ValueError(f"{what} has {arr.shape[1]} features, the model expects {expected[0]}")
         hint = "; add the channel axis with x[..., None]" if arr.shape[1:] + (1,) == tuple(expected) else ""
         raise ValueError(f"{what} has samples of shape {arr.shape[1:]}, the model expects {tuple(expected)}{hint}")
+    if lazy and isinstance(x, np.memmap):
+        _check_mapped(arr, what, np.dtype(dtype))
+        return arr
     with np.errstate(over="ignore"):  # a float64 1e300 becomes inf in float32: reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
-    bad = _first_nonfinite(out)
+    _report_nonfinite(arr, out, what)
+    return out
+
+
+def _report_nonfinite(arr: np.ndarray, cast: np.ndarray, what: str, offset: int = 0) -> None:
+    """ValueError naming the first NaN or inf of ``cast`` (rows ``offset..`` of the caller's ``arr``)."""
+    bad = _first_nonfinite(cast)
     if bad is not None:
         value = arr[bad]  # as the caller gave it
-        too_large = f", too large for {out.dtype}" if np.isfinite(value) else ""
+        too_large = f", too large for {cast.dtype}" if np.isfinite(value) else ""
+        bad = (bad[0] + offset, *bad[1:])
         where = f"row {bad[0]}, column {bad[1]}" if arr.ndim == 2 else f"index {bad}"
         raise ValueError(f"{what} contains {value} at {where}{too_large}")
-    return out
+
+
+def _check_mapped(arr: np.ndarray, what: str, dtype: np.dtype) -> None:
+    """The finiteness check of a memory-mapped ``arr``, a chunk of rows at a time (integers need none:
+    every integer is a finite float32)."""
+    if arr.dtype.kind != "f":
+        return
+    rows = max(1, _CHECK_CHUNK_ELEMENTS // max(1, arr.size // arr.shape[0]))
+    for start in range(0, arr.shape[0], rows):
+        part = arr[start:start + rows]
+        with np.errstate(over="ignore"):
+            cast = np.ascontiguousarray(part, dtype=dtype)
+        _report_nonfinite(part, cast, what, start)
+
+
+def as_batch(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """Rows of a checked input as the layers take them: ``x`` itself when it already has ``dtype`` (the
+    usual case, cast once by :func:`check_features`), else a contiguous cast copy (a lazily checked memmap)."""
+    return x if x.dtype == dtype else np.ascontiguousarray(x, dtype=dtype)
 
 
 def _first_nonfinite(x: np.ndarray) -> tuple[int, ...] | None:
@@ -132,8 +167,9 @@ class BatchIterator:
     is a new, small array.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, dtype: Any = None) -> None:
         self.x, self.y, self.batch_size = x, y, check_positive_int(batch_size, "batch_size")
+        self.dtype = x.dtype if dtype is None else np.dtype(dtype)  # a memmap's batches are cast to it
         self._flat = x.reshape(-1) if x.flags.c_contiguous else None  # a view, for gather's first touch
         self._buffers: dict = {}
 
@@ -155,8 +191,13 @@ class BatchIterator:
             self._flat.take(starts, out=cached_buffer(self._buffers, "touched", (n,), x.dtype))
         # mode="clip": the indices are valid by construction, and mode="raise" would gather
         # into a hidden temporary before copying into `out` (measured 30% slower)
-        return np.take(x, idx, axis=0, out=cached_buffer(self._buffers, "xb", (n, *x.shape[1:]), x.dtype),
-                       mode="clip")
+        raw = np.take(x, idx, axis=0, out=cached_buffer(self._buffers, "xb", (n, *x.shape[1:]), x.dtype),
+                      mode="clip")
+        if self.dtype == x.dtype:
+            return raw
+        cast = cached_buffer(self._buffers, "xb_cast", raw.shape, self.dtype)  # a memmap's batch, cast here
+        np.copyto(cast, raw)
+        return cast
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:

@@ -21,7 +21,7 @@ from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from ._validation import check_float_dtype, check_int, check_positive_int, check_shape, format_shape
 from .callbacks import Callback, History
-from .data import INIT_STREAM, check_features
+from .data import INIT_STREAM, as_batch, check_features
 from .layers import AveragePooling2D, Conv2D, Layer, MaxPooling2D, ReLU
 from .parameter import Parameter, pack
 
@@ -284,12 +284,13 @@ class Sequential:
 
     def prepare_inputs(self, x: Any, y: Any, what: str = "x", y_what: str = "y",
                        sample_shape: tuple[int, ...] | None = None,
-                       build: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                       build: bool = True, lazy: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(x (N, *input_shape), y)`` checked as ``fit`` checks them and cast once to the model's dtype,
         the targets as the loss reads them (needs ``compile``). ``what``/``y_what`` name the arguments in
         errors, ``sample_shape`` is an unbuilt model's expected per-sample shape; ``build`` builds an
-        unbuilt model once every check has passed (with False nothing changes: ``fit`` checks more first)."""
-        x = check_features(x, what, self.dtype, self.input_shape or sample_shape, any_rank=True)
+        unbuilt model once every check has passed (with False nothing changes: ``fit`` checks more first).
+        ``lazy`` leaves a memory-mapped ``x`` in its file and dtype (see :func:`nnlib.data.check_features`)."""
+        x = check_features(x, what, self.dtype, self.input_shape or sample_shape, any_rank=True, lazy=lazy)
         try:
             n_targets = len(y)
         except TypeError:
@@ -396,7 +397,7 @@ class Sequential:
             batch_size = check_positive_int(batch_size, "batch_size")
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before evaluate()")
-        x, y = self.prepare_inputs(x, y)
+        x, y = self.prepare_inputs(x, y, lazy=True)
         return training.evaluate_arrays(self, x, y, batch_size=batch_size)
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
@@ -418,14 +419,14 @@ class Sequential:
         """
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
-        x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True)
+        x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True, lazy=True)
         if not self.built:
             self.build(x.shape[1:])
         batch_size = batch_size or training.inference_chunk(self)
         result = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
         with training.parallel_for(self):
             for start in range(0, x.shape[0], batch_size):
-                out = self.forward(x[start:start + batch_size], training=False)
+                out = self.forward(as_batch(x[start:start + batch_size], self.dtype), training=False)
                 result[start:start + out.shape[0]] = out if self.loss is None else self.loss.transform(out)
         return result
 

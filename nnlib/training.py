@@ -24,7 +24,7 @@ from . import _threads
 from . import metrics as metrics_module
 from ._validation import check_choice, check_int, check_name, check_number, check_positive_int
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
-from .data import BatchIterator, chunks, epoch_rng, split_indices
+from .data import BatchIterator, as_batch, chunks, epoch_rng, split_indices
 
 __all__ = ["fit", "evaluate_arrays", "batch_figures", "inference_chunk", "parallel_for", "PREDICT_CHUNK"]
 
@@ -73,14 +73,14 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     user_callbacks = list(callbacks or [])
     CallbackList(user_callbacks, model, {})  # type-checks them before anything changes
 
-    x, y = model.prepare_inputs(x, y, build=False)
+    x, y = model.prepare_inputs(x, y, build=False, lazy=True)  # a memmap stays in its file: batches are cast
     train_idx = np.arange(x.shape[0])
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
         x_val, y_val = model.prepare_inputs(validation_data[0], validation_data[1], "validation x",
-                                            "validation y", sample_shape=x.shape[1:], build=False)
+                                            "validation y", sample_shape=x.shape[1:], build=False, lazy=True)
         val = (x_val, y_val, None)
     elif validation_split is not None:
         labels = y if y.ndim == 1 else None
@@ -100,7 +100,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
         "epochs": epochs, "initial_epoch": initial_epoch, "steps": -(-n_train // batch_size), "samples": n_train,
         "verbose": verbose, "metrics": logged,
     })
-    batches = BatchIterator(x, y, batch_size)
+    batches = BatchIterator(x, y, batch_size, model.dtype)
     model.stop_training, model.stop_reason = False, ""
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
@@ -177,7 +177,7 @@ def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, idx: np.ndarray | 
     sums = [0.0] * len(names)
     with parallel_for(model):
         for chunk in chunks(rows, batch_size):
-            xb = x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1]
+            xb = as_batch(x[chunk] if idx is not None else x[chunk[0]:chunk[-1] + 1], model.dtype)
             yb = y[chunk]
             out = model.forward(xb, training=False)
             figures = batch_figures(model, model.loss.forward(out, yb), yb, out)
