@@ -316,7 +316,7 @@ class Sequential:
         return tuple(shape)
 
     # -- training -----------------------------------------------------------------
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
             shuffle: bool = True, tol: float | None = 1e-4, patience: int = 5, monitor: str = "loss",
             callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0) -> History:
@@ -324,15 +324,20 @@ class Sequential:
 
         Parameters
         ----------
-        x : array-like of shape (N, *input_shape)
-            ``(N, D_in)`` for flat samples, ``(N, H, W, C)`` for images (channels last).
+        x : array-like of shape (N, *input_shape), or a dataset
+            ``(N, D_in)`` for flat samples, ``(N, H, W, C)`` for images (channels last). A
+            memory-mapped array stays in its file: each batch is cast. A dataset, as Keras's
+            ``PyDataset``: ``len(x)`` batches an epoch, ``x[i] -> (x_batch, y_batch)``, each
+            checked before its step (an error names ``x[i]``), in order (shuffling is the
+            dataset's own), and ``x.on_epoch_end()``, if it has one, after each epoch's batches
+            and validation; ``y`` must then be None, ``batch_size`` and ``shuffle`` do not apply.
         y : array-like of shape (N,) or (N, D_out)
             Integer labels or one-hot rows for softmax cross-entropy; values for MSE.
         epochs : int > 0, default 1
             Index of the last epoch (as Keras): epochs ``initial_epoch .. epochs-1`` run.
         batch_size : int > 0, default 32
             The last, smaller batch is kept.
-        validation_data : (x_val, y_val), optional
+        validation_data : (x_val, y_val) or a dataset, optional
         validation_split : float in (0, 1), optional
             Holds out a seeded random fraction of (x, y), stratified by class for
             integer labels (not Keras's last rows).
@@ -384,8 +389,11 @@ class Sequential:
         return loss, [p.grad.copy() for p in self._params]
 
     # -- inference ----------------------------------------------------------------
-    def evaluate(self, x: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on (x, y) in inference mode.
+
+        ``x`` may be a dataset (``len(x)`` batches, ``x[i] -> (x_batch, y_batch)``, as Keras's
+        ``PyDataset``), with ``y`` None; each batch is checked as ``fit`` checks it.
 
         Returns
         -------
@@ -397,6 +405,12 @@ class Sequential:
             batch_size = check_positive_int(batch_size, "batch_size")
         if not self.built:
             raise RuntimeError("the model is not built: fit it, or call build(input_shape), before evaluate()")
+        if training.is_dataset(x):
+            if y is not None:
+                raise ValueError("y must be None when x is a dataset: its batches hold the targets")
+            return training.evaluate_dataset(self, x)
+        if y is None:
+            raise TypeError("evaluate() needs y with array inputs (only a dataset holds its own targets)")
         x, y = self.prepare_inputs(x, y, lazy=True)
         return training.evaluate_arrays(self, x, y, batch_size=batch_size)
 
@@ -408,7 +422,8 @@ class Sequential:
 
         Parameters
         ----------
-        x : array-like of shape (N, *input_shape)
+        x : array-like of shape (N, *input_shape), or a dataset
+            A dataset's ``x[i]`` is a batch, or a tuple whose first item is one.
         batch_size : int, optional
             Samples per forward pass (default 1024, fewer for images: see
             :func:`nnlib.training.inference_chunk`); only memory use depends on it.
@@ -419,6 +434,12 @@ class Sequential:
         """
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
+        if training.is_dataset(x):  # each batch: x_batch, or a tuple whose first item is it
+            parts = []
+            for i in range(training.dataset_length(x, "x")):
+                item = training.dataset_item(x, i, "x")
+                parts.append(self.predict(item[0] if isinstance(item, tuple) else item, batch_size).copy())
+            return np.concatenate(parts)
         x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True, lazy=True)
         if not self.built:
             self.build(x.shape[1:])

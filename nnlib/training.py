@@ -16,6 +16,7 @@ import contextlib
 import math
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,59 @@ def parallel_for(model: Any) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+def is_dataset(obj: Any) -> bool:
+    """Whether ``obj`` is a Keras ``PyDataset``-like object: ``len(obj)`` batches, ``obj[i] -> (x_batch, y_batch)``.
+
+    Arrays, lists, tuples and anything with a ``shape`` (memmaps, DataFrames, sparse matrices) are data, not
+    datasets."""
+    return (not isinstance(obj, (np.ndarray, list, tuple, dict, str)) and not hasattr(obj, "shape")
+            and hasattr(obj, "__len__") and hasattr(obj, "__getitem__"))
+
+
+def dataset_length(data: Any, what: str) -> int:
+    try:
+        n = len(data)
+    except Exception as exc:  # noqa: BLE001 - the user's __len__; named in the error
+        raise ValueError(f"len({what}) failed: {exc}") from exc
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{what} must have at least one batch (len() >= 1), got {n!r}")
+    return n
+
+
+def dataset_item(data: Any, index: int, what: str) -> Any:
+    try:
+        return data[index]
+    except Exception as exc:  # noqa: BLE001 - the user's __getitem__; named in the error
+        raise ValueError(f"{what}[{index}] could not be read: {type(exc).__name__}: {exc}") from exc
+
+
+def dataset_batch(model: Any, data: Any, index: int, what: str, sample_shape: tuple[int, ...] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``index`` of a dataset, checked and cast as ``fit`` checks arrays (errors name ``what[index]``)."""
+    item = dataset_item(data, index, what)
+    if not isinstance(item, tuple) or len(item) != 2:
+        raise ValueError(f"{what}[{index}] must be a tuple (x_batch, y_batch), got {type(item).__name__}")
+    return model.prepare_inputs(item[0], item[1], f"{what}[{index}] x", f"{what}[{index}] y",
+                                sample_shape=sample_shape, build=False, lazy=True)
+
+
+def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]:
+    """Loss and metrics over every batch of a dataset, in inference mode: sample-weighted means."""
+    names = ["loss"] + [name for name, _ in model.metrics]
+    sums, seen = [0.0] * len(names), 0
+    with parallel_for(model):
+        for i in range(dataset_length(data, what)):
+            xb, yb = dataset_batch(model, data, i, what, model.input_shape)
+            for chunk in chunks(np.arange(xb.shape[0]), inference_chunk(model)):
+                xc = as_batch(xb[chunk[0]:chunk[-1] + 1], model.dtype)
+                out = model.forward(xc, training=False)
+                figures = batch_figures(model, model.loss.forward(out, yb[chunk]), yb[chunk], out)
+                sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
+            seen += xb.shape[0]
+    return {name: total / seen for name, total in zip(names, sums)}
+
+
+def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
         validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
         shuffle: bool = True, tol: float | None = 1e-4, patience: int = 5, monitor: str = "loss",
         callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0) -> History:
@@ -73,10 +126,24 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     user_callbacks = list(callbacks or [])
     CallbackList(user_callbacks, model, {})  # type-checks them before anything changes
 
-    x, y = model.prepare_inputs(x, y, build=False, lazy=True)  # a memmap stays in its file: batches are cast
+    dataset = x if is_dataset(x) else None
+    if dataset is not None:
+        if y is not None:
+            raise ValueError("y must be None when x is a dataset: its batches hold the targets")
+        if validation_split is not None:
+            raise ValueError("validation_split needs arrays; with a dataset, give validation_data")
+        n_batches = dataset_length(dataset, "x")
+        x, y = dataset_batch(model, dataset, 0, "x", model.input_shape)  # the first batch: shapes, and build
+    else:
+        if y is None:
+            raise TypeError("fit() needs y with array inputs (only a dataset holds its own targets)")
+        x, y = model.prepare_inputs(x, y, build=False, lazy=True)  # a memmap stays in its file: batches are cast
     train_idx = np.arange(x.shape[0])
     val = None
-    if validation_data is not None:
+    if validation_data is not None and is_dataset(validation_data):
+        dataset_length(validation_data, "validation_data")
+        val = validation_data
+    elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
         x_val, y_val = model.prepare_inputs(validation_data[0], validation_data[1], "validation x",
@@ -96,11 +163,24 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
     cbs = [*user_callbacks, *([stop_rule] if stop_rule else []), *([ProgressLogger(verbose)] if verbose else []),
            history]
     n_train = train_idx.shape[0]
+    # a dataset's epoch: its batches in order (shuffling is the dataset's own business, as in Keras)
+    steps = n_batches if dataset is not None else -(-n_train // batch_size)
     callback_list = CallbackList(cbs, model, {
-        "epochs": epochs, "initial_epoch": initial_epoch, "steps": -(-n_train // batch_size), "samples": n_train,
+        "epochs": epochs, "initial_epoch": initial_epoch, "steps": steps,
+        "samples": n_train * n_batches if dataset is not None else n_train,  # a dataset's: from its first batch
         "verbose": verbose, "metrics": logged,
     })
     batches = BatchIterator(x, y, batch_size, model.dtype)
+
+    def epoch_batches(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if dataset is None:
+            yield from batches(order)
+            return
+        for i in range(n_batches):  # every batch is checked before its step: a bad one changes nothing
+            yield (x, y) if i == 0 and first_epoch[0] else dataset_batch(model, dataset, i, "x", model.input_shape)
+        first_epoch[0] = False
+
+    first_epoch = [True]  # batch 0 of the first epoch was read and checked above
     model.stop_training, model.stop_reason = False, ""
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
@@ -109,8 +189,9 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             callback_list.on_epoch_begin(epoch)
             order = train_idx[epoch_rng(model.seed, epoch).permutation(n_train)] if shuffle else train_idx
             sums = [0.0] * len(names)
+            seen = 0
             stopped_mid_epoch = False
-            for step, (xb, yb) in enumerate(batches(order)):
+            for step, (xb, yb) in enumerate(epoch_batches(order)):
                 try:
                     loss, out = model.train_step(xb, yb)
                 except FloatingPointError as exc:  # nothing was updated in this step
@@ -124,6 +205,7 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
                     break
                 figures = batch_figures(model, loss, yb, out)
                 sums = [total + xb.shape[0] * f for total, f in zip(sums, figures)]
+                seen += xb.shape[0]
                 if callback_list.batch_callbacks:
                     callback_list.on_batch_end(step, {"size": xb.shape[0], **dict(zip(names, figures))})
                 if interrupt.requested:
@@ -134,9 +216,13 @@ def fit(model: Any, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             if stopped_mid_epoch:  # the unfinished epoch is not logged
                 history.stopped_epoch = epoch
                 break
-            logs = {name: total / n_train for name, total in zip(names, sums)}
+            logs = {name: total / seen for name, total in zip(names, sums)}
             if val is not None:
-                logs.update({"val_" + k: v for k, v in evaluate_arrays(model, *val).items()})
+                figures = evaluate_arrays(model, *val) if isinstance(val, tuple) else \
+                    evaluate_dataset(model, val, "validation_data")
+                logs.update({"val_" + k: v for k, v in figures.items()})
+            if dataset is not None and callable(getattr(dataset, "on_epoch_end", None)):
+                dataset.on_epoch_end()  # Keras's hook: after the epoch's batches and validation
             callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 history.stopped_epoch = epoch

@@ -1073,3 +1073,19 @@ def test_early_stopping_restores_batchnorm_statistics_of_the_best_epoch():
         np.testing.assert_array_equal(a, b)
     # meaningful only if the best epoch is not the last one (then the live statistics moved on after it)
     assert int(np.argmax(clf.validation_scores_)) < len(clf.validation_scores_) - 1
+
+
+def test_grid_search_over_joblib_processes_equals_the_serial_search():
+    """scikit-learn users spread searches over processes (loky): the estimator pickles there and back."""
+    X, y = load_iris(return_X_y=True)
+    grid = {"hidden_layer_sizes": [(4,), (8,)], "learning_rate_init": [1e-2, 3e-2]}
+
+    def search(n_jobs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return GridSearchCV(NeuralNetClassifier(max_iter=30, random_state=0), grid, cv=2, n_jobs=n_jobs).fit(X, y)
+
+    serial, parallel = search(1), search(2)
+    np.testing.assert_array_equal(parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+    assert parallel.best_params_ == serial.best_params_
+    np.testing.assert_array_equal(parallel.predict_proba(X), serial.predict_proba(X))
