@@ -7,6 +7,7 @@ Everything random here takes an explicit seed and builds its own
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "split_indices",
     "train_test_split",
     "Standardizer",
+    "MemmapDataset",
 ]
 
 # Streams derived from a model seed: (seed, stream, ...) never collide across uses.
@@ -303,3 +305,83 @@ class Standardizer:
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
+
+
+class MemmapDataset:
+    """Batches of an array on disk for ``fit``, read in nearly sequential order.
+
+    A ready-made Keras ``PyDataset``-like object (``len()`` batches, ``ds[i] -> (x_batch,
+    y_batch)``, ``on_epoch_end()``) for data larger than memory: ``x`` stays memory-mapped and
+    each batch is read, then cast by ``fit``, on its own.
+
+    Shuffling is by blocks: the rows are cut into blocks of ``block_rows`` consecutive rows,
+    the blocks are taken in a random order and the rows of each block in a random order, so a
+    batch reads at most ``batch_size // block_rows + 2`` runs of consecutive rows instead of
+    ``batch_size`` scattered ones (each batch's rows are read in file order). The order of
+    epoch ``k`` is a function of ``(seed, k)`` only, as ``fit``'s own: set ``epoch`` to resume
+    at a given epoch (``fit(initial_epoch=k)`` with ``ds.epoch = k``).
+
+    Parameters
+    ----------
+    x : str, os.PathLike or ndarray of shape (N, ...)
+        A ``.npy`` file (opened with ``mmap_mode="r"``; never unpickled) or an array (a memmap).
+    y : array-like of shape (N,) or (N, D)
+    batch_size : int > 0, default 32
+    shuffle : bool, default True
+    seed : int, default 0
+    block_rows : int > 0, default 256
+        Rows per shuffling block; larger reads more sequentially, smaller mixes more.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch whose order ``ds[i]`` follows; ``on_epoch_end`` adds one.
+    """
+
+    def __init__(self, x: Any, y: Any, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+                 block_rows: int = 256) -> None:
+        if isinstance(x, (str, os.PathLike)):
+            x = np.load(x, mmap_mode="r", allow_pickle=False)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"MemmapDataset: x must be a .npy path or an array, got {type(x).__name__}")
+        if x.ndim < 2 or x.shape[0] == 0 or x.dtype == bool or x.dtype.kind not in "iuf":
+            raise ValueError(f"MemmapDataset: x must be a non-empty numeric array of shape (N, ...), got shape "
+                             f"{x.shape} and dtype {x.dtype}")
+        y = np.asarray(y)
+        if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+            raise ValueError(f"MemmapDataset: y must have {x.shape[0]} rows, as x, got shape {y.shape}")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"MemmapDataset: shuffle must be True or False, got {shuffle!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"MemmapDataset: seed must be an int, got {seed!r}")
+        self.x, self.y = x, y
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.block_rows = check_positive_int(block_rows, "block_rows")
+        self.shuffle, self.seed, self.epoch = bool(shuffle), int(seed), 0
+        self._order: np.ndarray | None = None
+        self._order_epoch = -1
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[0] // self.batch_size)
+
+    def order(self) -> np.ndarray:
+        """The row order of the current epoch (blocks shuffled, then the rows inside each)."""
+        if self._order is None or self._order_epoch != self.epoch:
+            n = self.x.shape[0]
+            rows = np.arange(n)
+            if self.shuffle:
+                rng = epoch_rng(self.seed, self.epoch)
+                starts = rng.permutation(np.arange(0, n, self.block_rows))
+                rows = np.concatenate([start + rng.permutation(min(self.block_rows, n - start)) for start in starts])
+            self._order, self._order_epoch = rows, self.epoch
+        return self._order
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -len(self) <= i < len(self):
+            raise IndexError(f"MemmapDataset has {len(self)} batches, got index {i!r}")
+        i = int(i) % len(self)
+        rows = np.sort(self.order()[i * self.batch_size:(i + 1) * self.batch_size])  # read in file order
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1

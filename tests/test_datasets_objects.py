@@ -116,3 +116,54 @@ def test_a_dataset_whose_items_are_not_pairs_is_named(data):
         model.fit(XOnly(), verbose=0)
     model.build(5)
     assert model.predict(XOnly()).shape == (20, 3)  # predict takes batches of x alone
+
+
+def test_memmap_dataset_reads_blocks_shuffled_by_epoch_and_trains(tmp_path):
+    from nnlib.data import MemmapDataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1000, 5), dtype=np.uint8)
+    y = rng.integers(0, 3, 1000)
+    np.save(tmp_path / "x.npy", x)
+    ds = MemmapDataset(tmp_path / "x.npy", y, batch_size=64, seed=7, block_rows=100)
+    assert len(ds) == 16 and isinstance(ds.x, np.memmap)
+    first = np.concatenate([ds[i][0] for i in range(len(ds))])
+    assert sorted(map(bytes, first)) == sorted(map(bytes, x))  # every row once
+    order = ds.order()
+    assert not np.array_equal(order, np.arange(1000))
+    # rows stay in their blocks: each run of 100 consecutive order entries is one block's rows
+    assert all(len(set(order[k:k + 100] // 100)) == 1 for k in range(0, 1000, 100))
+    ds.on_epoch_end()
+    assert not np.array_equal(ds.order(), order)
+    resumed = MemmapDataset(x, y, batch_size=64, seed=7, block_rows=100)
+    resumed.epoch = 1
+    np.testing.assert_array_equal(resumed.order(), ds.order())  # a function of (seed, epoch) only
+    np.testing.assert_array_equal(MemmapDataset(x, y, shuffle=False).order(), np.arange(1000))
+    ds.epoch = 0
+    model = _model()
+    history = model.fit(ds, epochs=2, tol=None, verbose=0)
+    assert len(history.history["loss"]) == 2 and ds.epoch == 2
+    with pytest.raises(IndexError, match="has 16 batches, got index 16"):
+        ds[16]
+
+
+@pytest.mark.parametrize("args, error, match", [
+    (("nope.txt", [0]), FileNotFoundError, "nope"),
+    ((np.zeros(5), np.zeros(5)), ValueError, "shape \\(N, ...\\)"),
+    ((np.zeros((4, 2)), np.zeros(3)), ValueError, "y must have 4 rows"),
+    ((np.zeros((4, 2), dtype=object), np.zeros(4)), ValueError, "numeric"),
+    (([[1, 2]], [0]), TypeError, "a .npy path or an array"),
+])
+def test_memmap_dataset_refuses_bad_arguments(args, error, match):
+    from nnlib.data import MemmapDataset
+
+    with pytest.raises(error, match=match):
+        MemmapDataset(*args)
+
+
+def test_memmap_dataset_never_unpickles(tmp_path):
+    from nnlib.data import MemmapDataset
+
+    np.save(tmp_path / "objects.npy", np.array([[{"a": 1}]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="Python objects|allow_pickle"):  # refused before any unpickling
+        MemmapDataset(tmp_path / "objects.npy", [0])
