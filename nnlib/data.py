@@ -316,8 +316,9 @@ class MemmapDataset:
 
     Shuffling is by blocks: the rows are cut into blocks of ``block_rows`` consecutive rows,
     the blocks are taken in a random order and the rows of each block in a random order, so a
-    batch reads at most ``batch_size // block_rows + 2`` runs of consecutive rows instead of
-    ``batch_size`` scattered ones (each batch's rows are read in file order). The order of
+    batch's rows come from at most ``ceil(batch_size / block_rows) + 1`` blocks instead of from
+    anywhere in the file (and are read in file order): the pages a batch touches lie close
+    together. The order of
     epoch ``k`` is a function of ``(seed, k)`` only, as ``fit``'s own: set ``epoch`` to resume
     at a given epoch (``fit(initial_epoch=k)`` with ``ds.epoch = k``).
 

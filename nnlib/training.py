@@ -12,6 +12,8 @@ what they add to an epoch's logs.
 
 from __future__ import annotations
 
+import array
+import collections.abc
 import contextlib
 import math
 import signal
@@ -52,10 +54,10 @@ def parallel_for(model: Any) -> contextlib.AbstractContextManager:
 def is_dataset(obj: Any) -> bool:
     """Whether ``obj`` is a Keras ``PyDataset``-like object: ``len(obj)`` batches, ``obj[i] -> (x_batch, y_batch)``.
 
-    Arrays, lists, tuples and anything with a ``shape`` (memmaps, DataFrames, sparse matrices) are data, not
-    datasets."""
-    return (not isinstance(obj, (np.ndarray, list, tuple, dict, str)) and not hasattr(obj, "shape")
-            and hasattr(obj, "__len__") and hasattr(obj, "__getitem__"))
+    Arrays, sequences of rows (lists, tuples, ``range``, ``deque``, ``array.array``) and anything with a
+    ``shape`` (memmaps, DataFrames, sparse matrices) are data, not datasets."""
+    return (not isinstance(obj, (np.ndarray, dict, str, range, array.array, collections.abc.Sequence))
+            and not hasattr(obj, "shape") and hasattr(obj, "__len__") and hasattr(obj, "__getitem__"))
 
 
 def dataset_length(data: Any, what: str) -> int:
@@ -81,8 +83,9 @@ def dataset_batch(model: Any, data: Any, index: int, what: str, sample_shape: tu
     item = dataset_item(data, index, what)
     if not isinstance(item, tuple) or len(item) != 2:
         raise ValueError(f"{what}[{index}] must be a tuple (x_batch, y_batch), got {type(item).__name__}")
+    # cast whole (lazy=False): a batch is small, and a slice of a memmap is a memmap in the file's dtype
     return model.prepare_inputs(item[0], item[1], f"{what}[{index}] x", f"{what}[{index}] y",
-                                sample_shape=sample_shape, build=False, lazy=True)
+                                sample_shape=sample_shape, build=False)
 
 
 def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]:
@@ -217,6 +220,8 @@ def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32
                 history.stopped_epoch = epoch
                 break
             logs = {name: total / seen for name, total in zip(names, sums)}
+            if dataset is not None:
+                callback_list.params["samples"] = seen  # the epoch's true count (batches may differ in size)
             if val is not None:
                 figures = evaluate_arrays(model, *val) if isinstance(val, tuple) else \
                     evaluate_dataset(model, val, "validation_data")

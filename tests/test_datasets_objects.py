@@ -85,6 +85,7 @@ def test_a_bad_batch_is_named_and_its_step_changes_nothing(data):
 
 @pytest.mark.parametrize("call, match", [
     (lambda m, ds, x, y: m.fit(ds, y, verbose=0), "y must be None when x is a dataset"),
+    (lambda m, ds, x, y: m.evaluate(ds, y), "y must be None when x is a dataset"),
     (lambda m, ds, x, y: m.fit(ds, validation_split=0.2, verbose=0), "validation_split needs arrays"),
     (lambda m, ds, x, y: m.fit(x, verbose=0), "fit\\(\\) needs y"),
     (lambda m, ds, x, y: m.fit(Batches(x[:0], y[:0], 4), verbose=0), "at least one batch"),
@@ -167,3 +168,35 @@ def test_memmap_dataset_never_unpickles(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([[{"a": 1}]], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="Python objects|allow_pickle"):  # refused before any unpickling
         MemmapDataset(tmp_path / "objects.npy", [0])
+
+
+def test_sequences_of_rows_stay_data_and_batches_of_memmap_slices_are_cast(tmp_path):
+    from collections import deque
+
+    import nnlib.training as training
+
+    rows = [list(map(float, r)) for r in np.arange(15).reshape(3, 5)]
+    for seq in (rows, tuple(rows), deque(rows), range(3)):
+        assert not training.is_dataset(seq)
+    model = _model()
+    np.testing.assert_array_equal(model.predict(deque(rows)), model.predict(np.array(rows, np.float32)))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 5))  # float64 on disk: each batch is a memmap slice in float64
+    np.save(tmp_path / "x.npy", x)
+    xm, y = np.load(tmp_path / "x.npy", mmap_mode="r"), rng.integers(0, 3, 60)
+
+    class Slices:
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return self.x[i * 20:(i + 1) * 20], y[i * 20:(i + 1) * 20]
+
+    a, b = _model(), _model()
+    a.fit(Slices(xm), epochs=2, tol=None, verbose=0)
+    b.fit(Slices(x.astype(np.float32)), epochs=2, tol=None, verbose=0)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(p, q)

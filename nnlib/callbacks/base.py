@@ -87,6 +87,7 @@ class CallbackList:
                 raise TypeError(f"callbacks must be Callback instances, got {cb!r}")
         self.callbacks = list(callbacks)
         self.model = model
+        self.params = params  # shared with every callback: fit may update an entry (a dataset's sample count)
         #: the callbacks that override on_batch_end: fit builds batch logs only for them
         self.batch_callbacks = [cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         for cb in self.callbacks:
