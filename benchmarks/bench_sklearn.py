@@ -42,29 +42,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from bench_fit import load_data  # noqa: E402 - the same Fashion-MNIST rows (float32, [0, 1])
 
 WORKLOADS = ("nnlib-adam", "sklearn-adam", "nnlib-lbfgs", "sklearn-lbfgs")
 HIDDEN = (256, 128)
-
-
-def load_data(random_data: bool, train_rows: int, test_rows: int | None) -> tuple[Any, Any, Any, Any, str]:
-    source = "fashion-mnist"
-    if not random_data:
-        from nnlib.datasets import load_fashion_mnist
-
-        try:
-            (x, y), (xt, yt) = load_fashion_mnist()
-        except FileNotFoundError:
-            random_data, source = True, "random (Fashion-MNIST not found)"
-    if random_data:
-        source = "random" if source == "fashion-mnist" else source
-        rng = np.random.default_rng(0)
-        x, xt = rng.random((60000, 784), dtype=np.float32), rng.random((10000, 784), dtype=np.float32)
-        y, yt = rng.integers(0, 10, 60000), rng.integers(0, 10, 10000)
-    x, y = np.ascontiguousarray(x[:train_rows], dtype=np.float32), y[:train_rows]
-    if test_rows:
-        xt, yt = xt[:test_rows], yt[:test_rows]
-    return x, y, np.ascontiguousarray(xt, dtype=np.float32), yt, source
 
 
 def estimator(workload: str, spec: dict[str, Any]) -> Any:
@@ -84,7 +65,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
 
     out: dict[str, Any] = {"workload": spec["workload"]}
-    x, y, xt, yt, source = load_data(spec["random_data"], spec["train_rows"], spec.get("test_rows"))
+    x, y, xt, yt, source, _ = load_data(spec["random_data"], spec["train_rows"], spec.get("test_rows"))
     out.update(data=source, train_rows=len(x), test_rows=len(xt), probe_before=C.machine_probe())
     clf = estimator(spec["workload"], spec)
     with warnings.catch_warnings():

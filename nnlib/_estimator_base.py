@@ -204,9 +204,10 @@ class _BaseMLP(BaseEstimator):
         stochastic = self.layers is not None or self.dropout > 0
         seed = int(self._random_state.randint(np.iinfo(np.int32).max)) if stochastic else 0
         hidden = self._hidden_layers(sizes)
-        names = {layer.name for layer in hidden}
-        output = next(f"output_{i}" if i else "output" for i in range(len(names) + 1)
-                      if (f"output_{i}" if i else "output") not in names)
+        names, output, i = {layer.name for layer in hidden}, "output", 0
+        while output in names:  # a user's layer may be called "output"
+            i += 1
+            output = f"output_{i}"
         model = Sequential([*hidden, Dense(Y.shape[1], name=output)], seed=seed, dtype=dtype,
                            name=type(self).__name__.lower())
         model.build(n_features)

@@ -438,7 +438,7 @@ class Sequential:
             parts = []
             for i in range(training.dataset_length(x, "x")):
                 item = training.dataset_item(x, i, "x")
-                parts.append(self.predict(item[0] if isinstance(item, tuple) else item, batch_size).copy())
+                parts.append(self.predict(item[0] if isinstance(item, tuple) else item, batch_size))
             return np.concatenate(parts)
         x = check_features(x, "x", self.dtype, self.input_shape, any_rank=True, lazy=True)
         if not self.built:

@@ -96,8 +96,7 @@ def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]
         for i in range(dataset_length(data, what)):
             xb, yb = dataset_batch(model, data, i, what, model.input_shape)
             for chunk in chunks(np.arange(xb.shape[0]), inference_chunk(model)):
-                xc = as_batch(xb[chunk[0]:chunk[-1] + 1], model.dtype)
-                out = model.forward(xc, training=False)
+                out = model.forward(xb[chunk[0]:chunk[-1] + 1], training=False)  # cast by dataset_batch
                 figures = batch_figures(model, model.loss.forward(out, yb[chunk]), yb[chunk], out)
                 sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
             seen += xb.shape[0]
@@ -175,15 +174,19 @@ def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32
     })
     batches = BatchIterator(x, y, batch_size, model.dtype)
 
+    first_batch: tuple[np.ndarray, np.ndarray] | None = (x, y)  # a dataset's batch 0, read and checked above
+
     def epoch_batches(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        nonlocal first_batch
         if dataset is None:
             yield from batches(order)
             return
         for i in range(n_batches):  # every batch is checked before its step: a bad one changes nothing
-            yield (x, y) if i == 0 and first_epoch[0] else dataset_batch(model, dataset, i, "x", model.input_shape)
-        first_epoch[0] = False
-
-    first_epoch = [True]  # batch 0 of the first epoch was read and checked above
+            if i == 0 and first_batch is not None:
+                batch, first_batch = first_batch, None
+                yield batch
+            else:
+                yield dataset_batch(model, dataset, i, "x", model.input_shape)
     model.stop_training, model.stop_reason = False, ""
     callback_list.on_train_begin()
     logs: dict[str, float] = {}

@@ -189,10 +189,14 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name or ''})"
 
+    #: the attributes that hold scratch caches (dicts of buffers): never pickled or deep-copied
+    _cache_attributes: tuple[str, ...] = ("_buffers",)
+
     def __getstate__(self) -> dict[str, Any]:
-        # Buffers are caches: never pickle or deep-copy them.
         state = self.__dict__.copy()
-        state["_buffers"] = {}
+        for name in self._cache_attributes:
+            if name in state:
+                state[name] = {}
         return state
 
 

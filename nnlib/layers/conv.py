@@ -110,6 +110,7 @@ class Conv2D(AffineLayer):
     """
 
     splits_batch = True
+    _cache_attributes = ("_buffers", "_pooled_buffers")
     derivative_text = ("dW = sum over positions of patch^T g, db = sum of g over batch and positions, "
                        "dx = the patches of g W^T added back where they came from (col2im)")
 
@@ -207,11 +208,6 @@ class Conv2D(AffineLayer):
         return _conv.conv2d_pool2d_forward(x, self.weight.value, None if self.bias is None else self.bias.value,
                                            self.strides, self.dilation_rate, self.padding, pool, relu,
                                            self._pooled_buffers)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_pooled_buffers"] = {}  # a cache, like _buffers
-        return state
 
     def backward(self, grad_out):
         if self._act is not None:
