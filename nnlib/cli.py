@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", metavar="PATH", help="save the trained model to PATH")
     train.add_argument("--plot", metavar="PNG", help="draw loss and accuracy curves to PNG (needs matplotlib)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    train.add_argument("--distributed", action="store_true",
+                       help="train over the processes of `mpiexec -n K nnlib train ...` (data-parallel, MPI; needs "
+                            "nnlib[mpi]); rank 0 alone prints and saves")
 
     for name, what in (("evaluate", "loss and accuracy of a saved model on the test split"),
                        ("predict", "write a saved model's predictions on the test split to CSV")):
@@ -132,21 +135,30 @@ def _layers(args: argparse.Namespace, n_features: int, n_classes: int) -> list[L
 
 
 def _train(args: argparse.Namespace) -> int:
+    strategy = None
+    if args.distributed:  # the processes mpiexec started; rank 0 alone prints and writes
+        from .distributed import DataParallel
+
+        strategy = DataParallel()
+    say = print if strategy is None or strategy.rank == 0 else (lambda *_: None)
     (x_train, y_train), (x_test, y_test) = datasets.load(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    print(f"data: {args.data}, {x_train.shape[0]} train and {x_test.shape[0]} test samples, "
-          f"{x_train.shape[1]} features, {n_classes} classes")
+    say(f"data: {args.data}, {x_train.shape[0]} train and {x_test.shape[0]} test samples, "
+        f"{x_train.shape[1]} features, {n_classes} classes"
+        + ("" if strategy is None else f"; {strategy.size} processes"))
     model = Sequential(_layers(args, x_train.shape[1], n_classes), seed=args.seed)
     model.compile(optimizer=optimizers_module.get(args.optimizer, lr=args.lr),
                   loss="softmax_cross_entropy", metrics=["accuracy"])
     start = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation_split, tol=args.tol, patience=args.patience,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, strategy=strategy)
     seconds = time.perf_counter() - start
     result = model.evaluate(x_test, y_test)
-    print(f"trained {history.epochs_run} epochs in {seconds:.1f}s; {history.stop_reason}")
-    print(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f})")
+    say(f"trained {history.epochs_run} epochs in {seconds:.1f}s; {history.stop_reason}")
+    say(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f})")
+    if say is not print:
+        return 0
     if args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
@@ -184,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError) as exc:
         print(f"nnlib: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

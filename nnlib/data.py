@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _blas
 from ._buffers import cached_buffer
-from ._validation import check_number, check_positive_int, format_shape
+from ._validation import check_int, check_number, check_positive_int, format_shape
 
 __all__ = [
     "check_features",
@@ -23,6 +23,7 @@ __all__ = [
     "check_positive_int",
     "BatchIterator",
     "chunks",
+    "share_of",
     "epoch_rng",
     "split_indices",
     "train_test_split",
@@ -202,6 +203,14 @@ class BatchIterator:
         return cast
 
 
+def share_of(n: int, index: int, count: int) -> slice:
+    """Part ``index`` of ``n`` rows cut into ``count`` contiguous parts whose sizes differ by at most one
+    (the first ``n % count`` parts take one row more; a part is empty when ``n < count``)."""
+    share, extra = divmod(n, count)
+    start = index * share + min(index, extra)
+    return slice(start, start + share + (index < extra))
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator that shuffles epoch ``epoch``: a function of (seed, epoch) only."""
     return np.random.default_rng([seed, SHUFFLE_STREAM, epoch])
@@ -332,6 +341,12 @@ class MemmapDataset:
     seed : int, default 0
     block_rows : int > 0, default 256
         Rows per shuffling block; larger reads more sequentially, smaller mixes more.
+    num_shards, shard_index : int, default 1 and 0
+        For a data-parallel fit (:class:`nnlib.distributed.DataParallel`): process
+        ``shard_index`` of ``num_shards`` (``strategy.rank``, ``strategy.size``) reads only its
+        share of every batch, the contiguous slice :meth:`DataParallel.local_rows` gives it,
+        so the processes' batches together are this dataset's batches with one shard. Every
+        batch, the last one included, must then have at least ``num_shards`` rows.
 
     Attributes
     ----------
@@ -340,7 +355,7 @@ class MemmapDataset:
     """
 
     def __init__(self, x: Any, y: Any, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
-                 block_rows: int = 256) -> None:
+                 block_rows: int = 256, num_shards: int = 1, shard_index: int = 0) -> None:
         if isinstance(x, (str, os.PathLike)):
             x = np.load(x, mmap_mode="r", allow_pickle=False)
         if not isinstance(x, np.ndarray):
@@ -359,6 +374,13 @@ class MemmapDataset:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.block_rows = check_positive_int(block_rows, "block_rows")
         self.shuffle, self.seed, self.epoch = bool(shuffle), int(seed), 0
+        self.num_shards = check_positive_int(num_shards, "MemmapDataset: num_shards")
+        self.shard_index = check_int(shard_index, "MemmapDataset: shard_index", 0, self.num_shards - 1)
+        smallest = min(self.batch_size, x.shape[0] - (len(self) - 1) * self.batch_size)
+        if smallest < self.num_shards:
+            raise ValueError(f"MemmapDataset: a batch of {smallest} rows cannot be split into num_shards="
+                             f"{self.num_shards} non-empty shares; pick a batch_size of at least {self.num_shards} "
+                             f"that leaves a last batch of at least {self.num_shards} of the {x.shape[0]} rows")
         self._order: np.ndarray | None = None
         self._order_epoch = -1
 
@@ -382,6 +404,8 @@ class MemmapDataset:
             raise IndexError(f"MemmapDataset has {len(self)} batches, got index {i!r}")
         i = int(i) % len(self)
         rows = np.sort(self.order()[i * self.batch_size:(i + 1) * self.batch_size])  # read in file order
+        if self.num_shards > 1:  # this shard's share, as DataParallel splits a batch of arrays
+            rows = rows[share_of(rows.shape[0], self.shard_index, self.num_shards)]
         return self.x[rows], self.y[rows]
 
     def on_epoch_end(self) -> None:

@@ -254,6 +254,15 @@ class Sequential:
         checked before the weights are touched: a non-finite one raises FloatingPointError, nothing updated."""
         out = self.forward(xb, training=True)
         loss = self.loss.forward(out, yb)
+        self.check_loss(loss)
+        self.backward(self.loss.backward())
+        self.check_gradients()
+        if update:
+            self.optimizer.step(self._params)
+        return loss, out
+
+    def check_loss(self, loss: float) -> None:
+        """FloatingPointError, saying whether the weights are still finite, unless ``loss`` is finite."""
         if not math.isfinite(loss):
             broken = [p.name for p in self._params if not np.isfinite(p.value).all()]
             where = (f"the weights of {', '.join(broken)} are no longer finite: an earlier update overflowed"
@@ -261,7 +270,9 @@ class Sequential:
             raise FloatingPointError(
                 f"the loss became {loss}; {where} (a smaller lr or inputs scaled to about [0, 1] usually cure this)"
             )
-        self.backward(self.loss.backward())
+
+    def check_gradients(self) -> None:
+        """FloatingPointError naming the first parameter whose gradient is not finite, if one is."""
         # One sum of |g| detects any inf/NaN among all gradients (or a sum too large to
         # be useful); only then look for the culprit, before the weights are touched.
         grad_size = _blas.abs_sum(self._flat_grads) if self._params else 0.0
@@ -272,9 +283,12 @@ class Sequential:
                         f"the gradient of {p.name} is not finite; the weights were left as they were "
                         "before this step (a smaller lr or clipping usually cures this)"
                     )
-        if update:
-            self.optimizer.step(self._params)
-        return loss, out
+
+    @property
+    def gradient_buffer(self) -> np.ndarray | None:
+        """The one contiguous array ``(P,)`` every parameter's ``grad`` is a view of (None before build):
+        what a data-parallel fit sums over processes in one call."""
+        return self._flat_grads
 
     # -- boundary checks ----------------------------------------------------------
     def require_compiled(self, what: str) -> None:
@@ -319,7 +333,8 @@ class Sequential:
     def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
             shuffle: bool = True, tol: float | None = 1e-4, patience: int = 5, monitor: str = "loss",
-            callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0) -> History:
+            callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0,
+            strategy: training.Strategy | None = None) -> History:
         """Train for up to ``epochs`` epochs of mini-batch steps.
 
         Parameters
@@ -358,6 +373,9 @@ class Sequential:
             2 a line per epoch.
         initial_epoch : int >= 0, default 0
             Epoch to start at, to resume a run.
+        strategy : nnlib.distributed.DataParallel, optional
+            Train over MPI processes, each taking its slice of every batch: the result is
+            the one-process result, to rounding (see :class:`nnlib.distributed.DataParallel`).
 
         Returns
         -------
@@ -366,7 +384,8 @@ class Sequential:
         """
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
                             validation_split=validation_split, shuffle=shuffle, tol=tol, patience=patience,
-                            monitor=monitor, callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
+                            monitor=monitor, callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch,
+                            strategy=strategy)
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One forward pass, backward pass and optimizer step on (x, y); returns the loss."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import collections.abc
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -29,7 +30,8 @@ from ._validation import check_choice, check_int, check_name, check_number, chec
 from .callbacks import Callback, CallbackList, ConvergenceStop, History, ProgressLogger
 from .data import BatchIterator, as_batch, chunks, epoch_rng, split_indices
 
-__all__ = ["fit", "evaluate_arrays", "batch_figures", "inference_chunk", "parallel_for", "PREDICT_CHUNK"]
+__all__ = ["fit", "Strategy", "evaluate_arrays", "evaluate_dataset", "dataset_sums", "metric_names", "batch_figures",
+           "inference_chunk", "parallel_for", "PREDICT_CHUNK"]
 
 PREDICT_CHUNK = 1024  # the most samples per forward pass in predict/evaluate: BLAS is at full speed by then
 INFERENCE_BYTES = 16 << 20  # ... and the most bytes of the widest layer's outputs in one pass
@@ -88,10 +90,10 @@ def dataset_batch(model: Any, data: Any, index: int, what: str, sample_shape: tu
                                 sample_shape=sample_shape, build=False)
 
 
-def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]:
-    """Loss and metrics over every batch of a dataset, in inference mode: sample-weighted means."""
-    names = ["loss"] + [name for name, _ in model.metrics]
-    sums, seen = [0.0] * len(names), 0
+def dataset_sums(model: Any, data: Any, what: str = "x") -> tuple[list[float], int]:
+    """Sample-weighted sums of ``[loss, metric, ...]`` over every batch of a dataset in inference mode,
+    and the number of samples."""
+    sums, seen = [0.0] * (1 + len(model.metrics)), 0
     with parallel_for(model):
         for i in range(dataset_length(data, what)):
             xb, yb = dataset_batch(model, data, i, what, model.input_shape)
@@ -100,106 +102,223 @@ def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]
                 figures = batch_figures(model, model.loss.forward(out, yb[chunk]), yb[chunk], out)
                 sums = [total + chunk.shape[0] * f for total, f in zip(sums, figures)]
             seen += xb.shape[0]
-    return {name: total / seen for name, total in zip(names, sums)}
+    return sums, seen
+
+
+def evaluate_dataset(model: Any, data: Any, what: str = "x") -> dict[str, float]:
+    """Loss and metrics over every batch of a dataset, in inference mode: sample-weighted means."""
+    sums, seen = dataset_sums(model, data, what)
+    return {name: total / seen for name, total in zip(metric_names(model), sums)}
+
+
+def metric_names(model: Any) -> list[str]:
+    """``["loss", <metric>, ...]``: the figures of a batch, as :func:`batch_figures` lists them."""
+    return ["loss"] + [name for name, _ in model.metrics]
+
+
+class Strategy:
+    """How :func:`fit` spreads its work over processes. This base class is one process:
+    every hook does the plain thing. :class:`nnlib.distributed.DataParallel` overrides
+    them to split each batch over MPI processes.
+
+    ``fit`` calls :meth:`shared_seed` first, :meth:`agree` once its checks have run (passed
+    or failed), :meth:`begin` after ``build``, :meth:`callbacks` on its callback list,
+    :meth:`agree` again after the callbacks' ``on_train_begin``, then
+    per epoch :meth:`local_rows` (array inputs) or :meth:`read_batch` (a dataset) and
+    :meth:`train_step` for every batch, :meth:`evaluate` for the validation data and
+    :meth:`end_epoch` after the callbacks; :meth:`end` always, last.
+    """
+
+    #: this process's index and the number of processes
+    rank: int = 0
+    size: int = 1
+
+    def shared_seed(self, seed: int) -> int:
+        """The seed every process uses (fit's first call)."""
+        return seed
+
+    def agree(self, error: BaseException | None) -> None:
+        """Called after fit's checks with the error they raised, or None; raises when any process failed."""
+
+    def callbacks(self, callbacks: list[Callback]) -> list[Callback]:
+        """The callbacks this process runs."""
+        return callbacks
+
+    def begin(self, model: Any, steps: int, samples: int | None) -> None:
+        """Before the first epoch, on the built model: ``steps`` batches an epoch, over ``samples``
+        training rows (None for a dataset)."""
+
+    def end(self, model: Any) -> None:
+        """After the last epoch, or when fit raised."""
+
+    def local_rows(self, n: int) -> slice:
+        """This process's share of a batch of ``n`` rows."""
+        return slice(0, n)
+
+    def read_batch(self, read: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(x_batch, y_batch, samples in the whole batch)`` from ``read() -> (x_batch, y_batch)``."""
+        xb, yb = read()
+        return xb, yb, xb.shape[0]
+
+    def train_step(self, model: Any, xb: np.ndarray, yb: np.ndarray, size: int, interrupt: Any) -> list[float]:
+        """One step on this process's rows of a batch of ``size`` samples: the batch's figures
+        (:func:`metric_names`). ``interrupt.requested`` says whether Ctrl-C was pressed here."""
+        loss, out = model.train_step(xb, yb)
+        return batch_figures(model, loss, yb, out)
+
+    def interrupted(self, interrupt: Any) -> bool:
+        """Whether fit stops after this step for Ctrl-C (after the step's callbacks)."""
+        return interrupt.requested
+
+    def evaluate(self, model: Any, val: Any) -> dict[str, float]:
+        """Loss and metrics on the validation data: a dataset, or ``(x, y, rows or None)``."""
+        if isinstance(val, tuple):
+            return evaluate_arrays(model, *val)
+        return evaluate_dataset(model, val, "validation_data")
+
+    def end_epoch(self, model: Any, epoch: int) -> None:
+        """After the epoch's callbacks."""
 
 
 def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
         validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
         shuffle: bool = True, tol: float | None = 1e-4, patience: int = 5, monitor: str = "loss",
-        callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0) -> History:
+        callbacks: list[Callback] | None = None, verbose: int = 1, initial_epoch: int = 0,
+        strategy: Strategy | None = None) -> History:
     """Train ``model`` (a compiled Sequential); see :meth:`nnlib.Sequential.fit` for the arguments.
 
     Every argument and both arrays are checked before anything changes; the model is
-    built only then.
+    built only then. ``strategy`` (default: one process) spreads the work over processes.
     """
-    model.require_compiled("fit")
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    initial_epoch = check_int(initial_epoch, "initial_epoch", 0)
-    if initial_epoch >= epochs:
-        raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}")
-    check_choice(verbose, "verbose", (0, 1, 2))
-    check_name(monitor, "monitor")  # its type, whether or not the stop rule is on; its value below
-    if validation_data is not None and validation_split is not None:
-        raise ValueError("pass validation_data or validation_split, not both")
-    if validation_split is not None:
-        validation_split = check_number(validation_split, "validation_split", 0.0, 1.0, low_open=True)
-    stop_rule = None if tol is None else ConvergenceStop(monitor, tol, patience)
-    user_callbacks = list(callbacks or [])
-    CallbackList(user_callbacks, model, {})  # type-checks them before anything changes
+    if strategy is None:
+        strategy = Strategy()
+    elif not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be None or a Strategy such as nnlib.distributed.DataParallel(), "
+                        f"got {strategy!r}")
+    seed = strategy.shared_seed(model.seed)
+    try:
+        plan = _Plan(model, x, y, epochs, batch_size, validation_data, validation_split, tol, patience, monitor,
+                     callbacks, verbose, initial_epoch, seed)
+    except Exception as exc:
+        strategy.agree(exc)
+        raise
+    strategy.agree(None)
+    model.seed = seed  # every check has passed, on every process: rank 0's seed orders every epoch
+    if not model.built:
+        model.build(plan.x.shape[1:])
+    strategy.begin(model, plan.steps, None if plan.dataset is not None else plan.train_idx.shape[0])
+    try:
+        return _run(model, plan, shuffle, strategy)
+    finally:
+        strategy.end(model)
 
-    dataset = x if is_dataset(x) else None
-    if dataset is not None:
-        if y is not None:
-            raise ValueError("y must be None when x is a dataset: its batches hold the targets")
+
+class _Plan:
+    """fit's arguments, checked: nothing in the model changes here."""
+
+    def __init__(self, model: Any, x: Any, y: Any, epochs: int, batch_size: int, validation_data: Any,
+                 validation_split: float | None, tol: float | None, patience: int, monitor: str,
+                 callbacks: list[Callback] | None, verbose: int, initial_epoch: int, seed: int) -> None:
+        model.require_compiled("fit")
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.initial_epoch = check_int(initial_epoch, "initial_epoch", 0)
+        if self.initial_epoch >= self.epochs:
+            raise ValueError(f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}")
+        self.verbose = check_choice(verbose, "verbose", (0, 1, 2))
+        check_name(monitor, "monitor")  # its type, whether or not the stop rule is on; its value below
+        if validation_data is not None and validation_split is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
         if validation_split is not None:
-            raise ValueError("validation_split needs arrays; with a dataset, give validation_data")
-        n_batches = dataset_length(dataset, "x")
-        x, y = dataset_batch(model, dataset, 0, "x", model.input_shape)  # the first batch: shapes, and build
-    else:
-        if y is None:
-            raise TypeError("fit() needs y with array inputs (only a dataset holds its own targets)")
-        x, y = model.prepare_inputs(x, y, build=False, lazy=True)  # a memmap stays in its file: batches are cast
-    train_idx = np.arange(x.shape[0])
-    val = None
-    if validation_data is not None and is_dataset(validation_data):
-        dataset_length(validation_data, "validation_data")
-        val = validation_data
-    elif validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (x_val, y_val)")
-        x_val, y_val = model.prepare_inputs(validation_data[0], validation_data[1], "validation x",
-                                            "validation y", sample_shape=x.shape[1:], build=False, lazy=True)
-        val = (x_val, y_val, None)
-    elif validation_split is not None:
-        labels = y if y.ndim == 1 else None
-        train_idx, val_idx = split_indices(x.shape[0], validation_split, model.seed, labels)
-        val = (x, y, val_idx)
-    names = ["loss"] + [name for name, _ in model.metrics]
-    logged = names + (["val_" + n for n in names] if val is not None else [])
-    check_choice(monitor, "monitor", logged)
-    if not model.built:  # every check has passed
-        model.build(x.shape[1:])
+            validation_split = check_number(validation_split, "validation_split", 0.0, 1.0, low_open=True)
+        self.stop_rule = None if tol is None else ConvergenceStop(monitor, tol, patience)
+        self.user_callbacks = list(callbacks or [])
+        CallbackList(self.user_callbacks, model, {})  # type-checks them before anything changes
 
+        self.dataset = x if is_dataset(x) else None
+        self.n_batches = 0
+        if self.dataset is not None:
+            if y is not None:
+                raise ValueError("y must be None when x is a dataset: its batches hold the targets")
+            if validation_split is not None:
+                raise ValueError("validation_split needs arrays; with a dataset, give validation_data")
+            self.n_batches = dataset_length(self.dataset, "x")
+            # the first batch: shapes, and build; fit hands it over as the epoch's batch 0
+            x, y = dataset_batch(model, self.dataset, 0, "x", model.input_shape)
+        else:
+            if y is None:
+                raise TypeError("fit() needs y with array inputs (only a dataset holds its own targets)")
+            x, y = model.prepare_inputs(x, y, build=False, lazy=True)  # a memmap stays in its file: batches are cast
+        self.x, self.y = x, y
+        self.train_idx = np.arange(x.shape[0])
+        self.val: Any = None
+        if validation_data is not None and is_dataset(validation_data):
+            dataset_length(validation_data, "validation_data")
+            self.val = validation_data
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            x_val, y_val = model.prepare_inputs(validation_data[0], validation_data[1], "validation x",
+                                                "validation y", sample_shape=x.shape[1:], build=False, lazy=True)
+            self.val = (x_val, y_val, None)
+        elif validation_split is not None:
+            labels = y if y.ndim == 1 else None
+            self.train_idx, val_idx = split_indices(x.shape[0], validation_split, seed, labels)
+            self.val = (x, y, val_idx)
+        # a dataset's epoch: its batches in order (shuffling is the dataset's own business, as in Keras)
+        self.steps = self.n_batches if self.dataset is not None else -(-self.train_idx.shape[0] // self.batch_size)
+        self.names = metric_names(model)
+        self.logged = self.names + (["val_" + n for n in self.names] if self.val is not None else [])
+        check_choice(monitor, "monitor", self.logged)
+
+
+def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
+    """fit's epochs, on a built model and checked arguments."""
+    dataset, names, epochs = plan.dataset, plan.names, plan.epochs
     history = model.history = History()  # as Keras: model.history is the last fit's record
-    cbs = [*user_callbacks, *([stop_rule] if stop_rule else []), *([ProgressLogger(verbose)] if verbose else []),
-           history]
-    n_train = train_idx.shape[0]
-    # a dataset's epoch: its batches in order (shuffling is the dataset's own business, as in Keras)
-    steps = n_batches if dataset is not None else -(-n_train // batch_size)
+    cbs = strategy.callbacks([*plan.user_callbacks, *([plan.stop_rule] if plan.stop_rule else []),
+                              *([ProgressLogger(plan.verbose)] if plan.verbose else []), history])
+    n_train = plan.train_idx.shape[0]
     callback_list = CallbackList(cbs, model, {
-        "epochs": epochs, "initial_epoch": initial_epoch, "steps": steps,
-        "samples": n_train * n_batches if dataset is not None else n_train,  # a dataset's: from its first batch
-        "verbose": verbose, "metrics": logged,
+        "epochs": epochs, "initial_epoch": plan.initial_epoch, "steps": plan.steps,
+        "samples": n_train * plan.n_batches if dataset is not None else n_train,  # a dataset's: from its first batch
+        "verbose": plan.verbose, "metrics": plan.logged,
     })
-    batches = BatchIterator(x, y, batch_size, model.dtype)
+    batches = BatchIterator(plan.x, plan.y, plan.batch_size, model.dtype)
+    first_batch: tuple[np.ndarray, np.ndarray] | None = (plan.x, plan.y)  # a dataset's batch 0, checked already
 
-    first_batch: tuple[np.ndarray, np.ndarray] | None = (x, y)  # a dataset's batch 0, read and checked above
-
-    def epoch_batches(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch_batches(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         nonlocal first_batch
         if dataset is None:
-            yield from batches(order)
+            for idx in chunks(order, plan.batch_size):
+                rows = idx[strategy.local_rows(idx.shape[0])]
+                yield batches.gather(rows), plan.y[rows], idx.shape[0]
             return
-        for i in range(n_batches):  # every batch is checked before its step: a bad one changes nothing
+        for i in range(plan.n_batches):  # every batch is checked before its step: a bad one changes nothing
             if i == 0 and first_batch is not None:
                 batch, first_batch = first_batch, None
-                yield batch
+                yield strategy.read_batch(lambda checked=batch: checked)
             else:
-                yield dataset_batch(model, dataset, i, "x", model.input_shape)
+                yield strategy.read_batch(functools.partial(dataset_batch, model, dataset, i, "x", model.input_shape))
+
     model.stop_training, model.stop_reason = False, ""
-    callback_list.on_train_begin()
+    try:  # callbacks check their arguments here, and some run on one process only: agree on the outcome
+        callback_list.on_train_begin()
+    except Exception as exc:
+        strategy.agree(exc)
+        raise
+    strategy.agree(None)
     logs: dict[str, float] = {}
     with _DeferredInterrupt() as interrupt, parallel_for(model):
-        for epoch in range(initial_epoch, epochs):
+        for epoch in range(plan.initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
-            order = train_idx[epoch_rng(model.seed, epoch).permutation(n_train)] if shuffle else train_idx
+            order = plan.train_idx[epoch_rng(model.seed, epoch).permutation(n_train)] if shuffle else plan.train_idx
             sums = [0.0] * len(names)
             seen = 0
             stopped_mid_epoch = False
-            for step, (xb, yb) in enumerate(epoch_batches(order)):
+            for step, (xb, yb, size) in enumerate(epoch_batches(order)):
                 try:
-                    loss, out = model.train_step(xb, yb)
+                    figures = strategy.train_step(model, xb, yb, size, interrupt)
                 except FloatingPointError as exc:  # nothing was updated in this step
                     handler = callback_list.on_nonfinite_step(epoch, step, exc)
                     if handler is None:
@@ -209,12 +328,11 @@ def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32
                         f"non-finite loss or gradient in epoch {epoch + 1}, batch {step + 1}; stopped by "
                         f"{type(handler).__name__}")
                     break
-                figures = batch_figures(model, loss, yb, out)
-                sums = [total + xb.shape[0] * f for total, f in zip(sums, figures)]
-                seen += xb.shape[0]
+                sums = [total + size * f for total, f in zip(sums, figures)]
+                seen += size
                 if callback_list.batch_callbacks:
-                    callback_list.on_batch_end(step, {"size": xb.shape[0], **dict(zip(names, figures))})
-                if interrupt.requested:
+                    callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
+                if strategy.interrupted(interrupt):
                     model.stop_training = stopped_mid_epoch = True
                     model.stop_reason = (f"interrupted (Ctrl-C) in epoch {epoch + 1} after batch {step + 1}; "
                                          "the weights are those after that batch")
@@ -225,13 +343,12 @@ def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32
             logs = {name: total / seen for name, total in zip(names, sums)}
             if dataset is not None:
                 callback_list.params["samples"] = seen  # the epoch's true count (batches may differ in size)
-            if val is not None:
-                figures = evaluate_arrays(model, *val) if isinstance(val, tuple) else \
-                    evaluate_dataset(model, val, "validation_data")
-                logs.update({"val_" + k: v for k, v in figures.items()})
+            if plan.val is not None:
+                logs.update({"val_" + k: v for k, v in strategy.evaluate(model, plan.val).items()})
             if dataset is not None and callable(getattr(dataset, "on_epoch_end", None)):
                 dataset.on_epoch_end()  # Keras's hook: after the epoch's batches and validation
             callback_list.on_epoch_end(epoch, logs)
+            strategy.end_epoch(model, epoch)
             if model.stop_training:
                 history.stopped_epoch = epoch
                 break

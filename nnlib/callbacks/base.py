@@ -29,6 +29,11 @@ class Callback:
         ``verbose``, ``metrics`` (the names logged each epoch).
     """
 
+    #: True for a callback that only writes (files, progress output): in a data-parallel fit
+    #: (:class:`nnlib.distributed.DataParallel`) only rank 0 runs it. One that changes the
+    #: model or its logs must run on every process, and keeps False.
+    rank_zero_only: bool = False
+
     def __init__(self) -> None:
         self.model = None
         self.params: dict[str, Any] = {}

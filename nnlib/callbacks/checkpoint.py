@@ -50,6 +50,8 @@ class ModelCheckpoint(Callback):
     >>> model.fit(x, y, validation_split=0.2, callbacks=[ckpt])  # doctest: +SKIP
     """
 
+    rank_zero_only = True  # it only writes: in a data-parallel fit, rank 0 alone runs it
+
     def __init__(self, path: str | os.PathLike[str], monitor: str = "val_loss", save_best_only: bool = True,
                  mode: str = "min") -> None:
         super().__init__()

@@ -40,6 +40,8 @@ class ProgressLogger(Callback):
     stream : file, default sys.stdout
     """
 
+    rank_zero_only = True  # it only writes: in a data-parallel fit, rank 0 alone runs it
+
     def __init__(self, verbose: int = 1, stream: Any = None) -> None:
         super().__init__()
         self.verbose = verbose
@@ -111,6 +113,8 @@ class CSVLogger(Callback):
         Add rows to an existing file (its header must have the same columns,
         else ValueError) instead of starting a new one, e.g. to resume a run.
     """
+
+    rank_zero_only = True  # it only writes: in a data-parallel fit, rank 0 alone runs it
 
     def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
         super().__init__()

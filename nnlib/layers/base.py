@@ -189,6 +189,10 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name or ''})"
 
+    #: whether get_state() is the same on every process of a data-parallel fit (checked at each epoch's end);
+    #: Dropout's generator position is not: each process draws its own masks
+    replicated_state: bool = True
+
     #: the attributes that hold scratch caches (dicts of buffers): never pickled or deep-copied
     _cache_attributes: tuple[str, ...] = ("_buffers",)
 

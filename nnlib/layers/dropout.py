@@ -47,6 +47,8 @@ class Dropout(Layer):
     derivative_text = ("passes the gradient where the unit was kept, times 1/(1 - rate), and zero where it was "
                        "dropped: dx = g * mask (the forward pass's mask)")
 
+    replicated_state = False  # in a data-parallel fit each process draws its own masks
+
     def __init__(self, rate: float = 0.5, name: str | None = None,
                  input_shape: int | tuple[int, ...] | None = None) -> None:
         super().__init__(name, input_shape)
@@ -105,6 +107,15 @@ class Dropout(Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
+
+    def fork_generator(self, index: int) -> None:
+        """Draw the masks from stream ``index`` of a family of independent streams.
+
+        Every process of a data-parallel fit calls it with its rank, so the processes' slices
+        of a batch get independent masks; the family is one draw of the generator the
+        processes share (the same model seed)."""
+        if self._rng is not None:
+            self._rng = np.random.default_rng([int(self._rng.integers(2**63)), index])
 
     def get_state(self):
         """``{"rng_state": uint64 array of shape (6,)}``: the mask generator's position

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .._validation import check_number
@@ -34,6 +36,13 @@ class BatchNormalization(Layer):
         Added to the variance (Keras's default; PyTorch uses 1e-5).
     name : str, optional
 
+    Notes
+    -----
+    In a data-parallel fit (:class:`nnlib.distributed.DataParallel`) each process holds a
+    slice of the batch; the strategy then sets :attr:`replica_sum` and the batch statistics
+    and the sums in the backward pass are taken over the whole batch, across processes
+    (synchronized batch normalization), so the result is the one-process result.
+
     Attributes
     ----------
     gamma : Parameter of shape (D,)
@@ -58,6 +67,9 @@ class BatchNormalization(Layer):
         self.beta: Parameter | None = None
         self.moving_mean: np.ndarray | None = None
         self.moving_variance: np.ndarray | None = None
+        #: None, or a function summing a float array in place over the replicas of a data-parallel fit
+        self.replica_sum: Callable[[np.ndarray], None] | None = None
+        self._rows_in_batch = 0  # the whole batch's rows (N, or N H W) in the last synchronized pass
 
     def build(self, input_shape, rng, dtype=np.float32):
         d = super().build(input_shape, rng, dtype)[-1]
@@ -88,10 +100,20 @@ class BatchNormalization(Layer):
         x = x.reshape(-1, shape[-1])
         n = x.shape[0]
         xhat = self._buffer("x_hat", x.shape)
-        if training:
+        if training and self.replica_sum is not None:  # statistics of the whole batch, over every replica
+            totals = np.append(x.sum(axis=0, dtype=np.float64), n)  # float64: the row count stays exact
+            self.replica_sum(totals)
+            n = self._rows_in_batch = int(totals[-1])
+            mean = (totals[:-1] / n).astype(self.dtype)
+            np.subtract(x, mean, out=xhat)
+            var = np.einsum("nd,nd->d", xhat, xhat)
+            self.replica_sum(var)
+            var /= n
+        elif training:
             mean = x.mean(axis=0, dtype=self.dtype)
             np.subtract(x, mean, out=xhat)
             var = np.einsum("nd,nd->d", xhat, xhat) / n
+        if training:
             self.moving_mean *= self.momentum
             self.moving_mean += (1.0 - self.momentum) * mean
             self.moving_variance *= self.momentum
@@ -116,8 +138,13 @@ class BatchNormalization(Layer):
             return None
         dx = self._buffer("dx", g.shape)
         if self._training:
-            np.multiply(xhat, self.gamma.grad / n, out=dx)  # x_hat * mean_n(g x_hat)
-            dx += self.beta.grad / n  # + mean_n g
+            sum_g, sum_g_xhat = self.beta.grad, self.gamma.grad
+            if self.replica_sum is not None:  # the means below are over the whole batch; the grads stay local
+                sums = np.concatenate([sum_g, sum_g_xhat])
+                self.replica_sum(sums)
+                sum_g, sum_g_xhat, n = sums[:sum_g.shape[0]], sums[sum_g.shape[0]:], self._rows_in_batch
+            np.multiply(xhat, sum_g_xhat / n, out=dx)  # x_hat * mean_n(g x_hat)
+            dx += sum_g / n  # + mean_n g
             np.subtract(g, dx, out=dx)
             dx *= self.gamma.value * self._inv_std
         else:
