@@ -7,6 +7,7 @@ and derivative text. (The table-driven checks of test_layers.py run on it too.)"
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -184,3 +185,59 @@ def test_batchnorm_on_images_normalizes_each_channel_over_n_h_w(rng):
     np.testing.assert_allclose(flat.forward(x.reshape(-1, 2), training=True), y.reshape(-1, 2), rtol=1e-12)
     np.testing.assert_allclose(flat.backward(g.reshape(-1, 2)), dx.reshape(-1, 2), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(flat.gamma.grad, bn.gamma.grad, rtol=1e-12)
+
+
+class _ThreadReplicas:
+    """``replica_sum`` for layers on threads, one per replica: sums in place, the same order everywhere."""
+
+    def __init__(self, count: int) -> None:
+        self.barrier, self.slots = threading.Barrier(count), [None] * count
+
+    def summer(self, rank: int):
+        def replica_sum(values: np.ndarray) -> None:
+            self.slots[rank] = values.copy()
+            self.barrier.wait()
+            total = np.sum(self.slots, axis=0)
+            self.barrier.wait()
+            values[...] = total
+        return replica_sum
+
+
+@pytest.mark.parametrize("shape, split", [((10, 3), [6, 4]), ((5, 3, 2, 4), [2, 0, 3]), ((3, 2), [1, 1, 1])])
+def test_synchronized_batchnorm_on_slices_equals_one_layer_on_the_batch(shape, split, rng):
+    """Replicas holding row slices of a batch (one may be empty), with replica_sum set, give the outputs,
+    input gradients, running statistics and summed parameter gradients of one layer on the whole batch."""
+    x, g = rng.normal(size=shape), rng.normal(size=shape)
+    whole = BatchNormalization(momentum=0.5)
+    whole.build(shape[1:], np.random.default_rng(0), np.float64)
+    whole.gamma.value[...] = rng.normal(size=shape[-1])
+    whole.needs_input_grad = True
+    y, dx = whole.forward(x, training=True).copy(), whole.backward(g).copy()
+    replicas = _ThreadReplicas(len(split))
+    layers, results = [], [None] * len(split)
+    for rank in range(len(split)):
+        layer = BatchNormalization(momentum=0.5)
+        layer.build(shape[1:], np.random.default_rng(0), np.float64)
+        layer.gamma.value[...] = whole.gamma.value
+        layer.needs_input_grad, layer.replica_sum = True, replicas.summer(rank)
+        layers.append(layer)
+    bounds = np.cumsum([0, *split])
+
+    def run(rank: int) -> None:
+        rows = slice(bounds[rank], bounds[rank + 1])
+        out = layers[rank].forward(x[rows], training=True).copy()
+        results[rank] = (out, layers[rank].backward(g[rows]).copy())
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(len(split))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose(np.concatenate([r[0] for r in results]), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r[1] for r in results]), dx, rtol=1e-10, atol=1e-12)
+    for name in ("gamma", "beta"):
+        total = sum(getattr(layer, name).grad for layer in layers)
+        np.testing.assert_allclose(total, getattr(whole, name).grad, rtol=1e-12, atol=1e-12)
+    for layer in layers:
+        for key, value in whole.get_state().items():
+            np.testing.assert_allclose(layer.get_state()[key], value, rtol=1e-12)

@@ -37,6 +37,11 @@ class Dropout(Layer):
     not advance that generator, so the other layers' initial weights are the same
     with or without dropout.
 
+    In a data-parallel fit (:class:`nnlib.distributed.DataParallel`) each process draws
+    its slice's masks from its own stream (:meth:`fork_generator`): the masks differ from
+    a one-process run's, so the result does too, but every process still applies the
+    same summed gradient and the replicas stay identical.
+
     Parameters
     ----------
     rate : float in [0, 1), default 0.5
