@@ -7,6 +7,8 @@ float32 in a float64 graph: ONNX Runtime has no float64 kernel for them.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _conv
 from ..layers import (
     AveragePooling2D,
@@ -87,11 +89,15 @@ def _global_avg_pool(layer: GlobalAveragePooling2D, graph: OnnxGraph, x: str) ->
 @register(BatchNormalization, "channels_first", float32_only=False)
 def _batch_norm(layer: BatchNormalization, graph: OnnxGraph, x: str) -> str:
     # inference: (x - moving_mean) / sqrt(moving_variance + eps) * gamma + beta, per channel on axis 1
-    # (the features of flat samples; for any other rank, nnlib's last axis moved there)
+    # (the features of flat samples; for any other rank, nnlib's last axis moved there). ONNX's epsilon is
+    # a float32 attribute: a float64 graph adds eps to the variance itself, as nnlib does, to keep 1e-16.
+    variance, eps = layer.moving_variance, float(layer.eps)
+    if graph.dtype == np.float64:
+        variance, eps = variance + layer.eps, 0.0
     params = [graph.constant(value, name) for value, name in (
         (layer.gamma.value, "gamma"), (layer.beta.value, "beta"),
-        (layer.moving_mean, "moving_mean"), (layer.moving_variance, "moving_variance"))]
-    return graph.node("BatchNormalization", [x, *params], epsilon=float(layer.eps))
+        (layer.moving_mean, "moving_mean"), (variance, "moving_variance"))]
+    return graph.node("BatchNormalization", [x, *params], epsilon=eps)
 
 
 @register(Flatten, "channels_last", float32_only=False)
