@@ -208,7 +208,7 @@ def test_float64_mlp_is_a_float64_graph_that_matches_to_double_rounding(data, tm
     sess, proto = session(model, tmp_path)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
     assert all(t.data_type == onnx.TensorProto.DOUBLE for t in proto.graph.initializer)
-    assert max_error(model, sess, x, atol=1e-12) < 1e-12
+    assert max_error(model, sess, x, atol=1e-13) < 1e-13
 
 
 def test_float64_cnn_runs_conv_and_average_pooling_in_float32_and_says_so(data, tmp_path):
