@@ -27,7 +27,9 @@ float64
 A float64 model exports as a float64 graph (``dtype="float32"`` casts its weights for an all-float32
 one). ONNX Runtime has no float64 kernels for Conv and AveragePool: in a float64 graph those two run in
 float32 between Cast nodes, with float32 copies of their weights, and the export says so with a
-``UserWarning`` naming the layers; everything else, MaxPool included, stays float64.
+``UserWarning`` naming the layers; everything else, MaxPool included, stays float64. Run float64 graphs in
+ONNX Runtime 1.18 or later: 1.17 and before fuse a Gemm and its activation into a kernel that has no
+float64 version (``graph_optimization_level=ORT_ENABLE_BASIC`` in the SessionOptions avoids that fusion).
 
 Your own layers
 ---------------
@@ -54,7 +56,6 @@ y`` registered for the exact class (a subclass may compute something else, so it
 axis 1, NCHW for images; ``"any"``: as it comes, for element-wise layers), and ``y`` must be in that
 layout with the layer's ``output_shape`` (the checker compares).
 """
-
 
 from .convert import MISSING_ONNX, OPSET, describe, export, to_onnx
 from .graph import INPUT_NAME, OUTPUT_NAME, OnnxGraph, export_like, register_export
