@@ -5,6 +5,7 @@
     nnlib train --data fashion-mnist --arch cnn --batch-size 128 --epochs 10 --tol none
     nnlib evaluate model.nnlib --data fashion-mnist
     nnlib predict model.nnlib --data fashion-mnist --out predictions.csv
+    nnlib export model.nnlib model.onnx
 
 A bad argument prints one line ``nnlib: error: ...`` and exits with status 2; a
 problem with the data or a model file exits with status 1; neither shows a traceback.
@@ -24,6 +25,7 @@ from . import datasets
 from . import optimizers as optimizers_module
 from .layers import Conv2D, Dense, Flatten, Layer, MaxPooling2D, Reshape, activations
 from .model import Sequential
+from .onnx import OPSET, describe
 from .optimizers import registry as optimizer_registry
 from .plot import MISSING_MATPLOTLIB, plot_history
 from .saving import load_model
@@ -116,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--data", default="digits", help=f"dataset: {_data_help()} (default: digits)")
         if name == "predict":
             cmd.add_argument("--out", default="predictions.csv", help="CSV path (default: predictions.csv)")
+
+    export = sub.add_parser("export", help='write a saved model as an ONNX file (needs pip install "nnlib[onnx]")')
+    export.add_argument("model", help="a file written by nnlib train --save")
+    export.add_argument("out", help="the ONNX file to write, e.g. model.onnx")
+    export.add_argument("--dtype", choices=["float32", "float64"],
+                        help="the graph's float dtype (default: the model's)")
     return parser
 
 
@@ -191,11 +199,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    proto = model.export(args.out, dtype=args.dtype)  # without onnx, main reports the ImportError's advice
+    print(f"wrote {args.out}: ONNX opset {OPSET}, {len(proto.graph.node)} nodes")
+    print(describe(proto))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnlib`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict,
+                "export": _export}[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError) as exc:
         print(f"nnlib: error: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ import numpy as np
 from . import _blas, saving, training
 from . import losses as losses_module
 from . import metrics as metrics_module
+from . import onnx as onnx_export
 from . import optimizers as optimizers_module
 from ._validation import check_float_dtype, check_int, check_positive_int, check_shape, format_shape
 from .callbacks import Callback, History
@@ -515,6 +516,15 @@ class Sequential:
     def load_weights(self, path: str) -> None:
         """Load weights from a file written by :meth:`save_weights` or :meth:`save`."""
         saving.load_weights(self, path)
+
+    def export(self, path: str, dtype: Any = None) -> Any:
+        """Write this built model's ``predict`` to ``path`` as an ONNX file and return its ``onnx.ModelProto``.
+
+        Input ``"input"`` ``(N, *input_shape)`` (images channels-last), output ``"output"``
+        ``(N, *output_shape)``, as ``predict``; ``dtype`` (None: the model's) sets the graph's float dtype.
+        Needs the onnx package (``pip install "nnlib[onnx]"``); see :mod:`nnlib.onnx`.
+        """
+        return onnx_export.export(self, path, dtype)
 
     # -- display ------------------------------------------------------------------
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:

@@ -88,8 +88,15 @@ def test_datasets_is_reachable_as_an_attribute():
     assert callable(nn.datasets.load_fashion_mnist) and callable(nn.datasets.load_digits)
 
 
-def test_import_nnlib_stays_light():
-    code = ("import sys, nnlib; heavy = ('scipy', 'sklearn', 'sympy', 'tqdm', 'matplotlib', 'onnx', 'mpi4py'); "
-            "print(','.join(m for m in heavy if m in sys.modules))")
+HEAVY = ('scipy', 'sklearn', 'sympy', 'tqdm', 'matplotlib', 'onnx', 'onnxruntime', 'mpi4py')
+
+
+@pytest.mark.parametrize("statement", [
+    "import nnlib",
+    # the export's rules and the command line load without the onnx package: it is imported by the export
+    "import nnlib.onnx, nnlib.cli; nnlib.Sequential([nnlib.Dense(2, input_dim=3)]).summary(print_fn=len)",
+])
+def test_import_nnlib_stays_light(statement):
+    code = f"import sys; {statement}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
