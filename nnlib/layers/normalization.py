@@ -54,6 +54,9 @@ class BatchNormalization(Layer):
         :meth:`get_state`.
     """
 
+    replica_sum = None  # class defaults: models pickled before data-parallel training still fit
+    _rows_in_batch = 0
+
     derivative_text = ("normalizes with the batch mean and variance, so the gradient handed left loses its batch "
                        "mean and its component along x_hat: dx = gamma/sigma * (g - mean_n g - x_hat mean_n(g x_hat)); "
                        "dgamma = sum_n g x_hat, dbeta = sum_n g")

@@ -32,7 +32,7 @@ class Flatten(Layer):
     def forward(self, x, training=False):
         self._check_input(x)
         self._in_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: a data-parallel slice may have 0 rows
 
     def backward(self, grad_out):
         return grad_out.reshape(self._in_shape)
