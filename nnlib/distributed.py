@@ -3,7 +3,8 @@
 MPI is the engine (through mpi4py); nnlib only decides what to send. Every gradient
 lives in one flat buffer (:attr:`nnlib.Sequential.gradient_buffer`), so a step costs one
 ``Allreduce`` of it, plus one of a few numbers (the batch's loss and metrics, the Ctrl-C
-flag) and, per BatchNormalization layer, three small ones.
+flag), one more with a dataset (the batch's row count and read errors) and, per
+BatchNormalization layer, three small ones.
 
 ``import nnlib.distributed`` does not import mpi4py; ``DataParallel()`` does.
 """

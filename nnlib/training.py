@@ -126,7 +126,7 @@ class Strategy:
     :meth:`agree` again after the callbacks' ``on_train_begin``, then
     per epoch :meth:`local_rows` (array inputs) or :meth:`read_batch` (a dataset) and
     :meth:`train_step` for every batch, :meth:`evaluate` for the validation data and
-    :meth:`end_epoch` after the callbacks; :meth:`end` always, last.
+    :meth:`end_epoch` after the callbacks; :meth:`end` last, once :meth:`begin` has run.
     """
 
     #: this process's index and the number of processes
@@ -149,7 +149,7 @@ class Strategy:
         training rows (None for a dataset)."""
 
     def end(self, model: Any) -> None:
-        """After the last epoch, or when fit raised."""
+        """After the last epoch, or when the epochs raised (not when the checks or :meth:`begin` did)."""
 
     def local_rows(self, n: int) -> slice:
         """This process's share of a batch of ``n`` rows."""
@@ -384,7 +384,7 @@ def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, idx: np.ndarray | 
     """
     rows = np.arange(x.shape[0]) if idx is None else idx
     batch_size = inference_chunk(model) if batch_size is None else batch_size
-    names = ["loss"] + [name for name, _ in model.metrics]
+    names = metric_names(model)
     sums = [0.0] * len(names)
     with parallel_for(model):
         for chunk in chunks(rows, batch_size):
