@@ -11,6 +11,7 @@ BatchNormalization layer, three small ones.
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
 from typing import Any
@@ -50,10 +51,17 @@ class DataParallel(Strategy):
       stop rule, EarlyStopping, ReduceLROnPlateau, the non-finite guard) is the same on
       every process; Ctrl-C on any process stops all of them after the same step, and a
       callback that sets ``model.stop_training`` on one process stops them all after the
-      epoch;
-    - at the start rank 0's seed, weights and layer states are copied to the others (a
-      model built with ``seed=None`` draws a different one on each process), and the
-      models' structures, the data sizes and the optimizers' states are compared; after
+      epoch; an error on one process, in a callback's epoch or batch hook, in validation or
+      in a dataset's ``on_epoch_end``, raises on every process (the others' error names it);
+    - a batch's figures are sample-weighted means of the processes' slices, as an epoch's are
+      of its batches: exact for the loss and the built-in metrics, an approximation for a
+      metric of your own that is not a mean over samples;
+    - before anything changes, the processes compare fit's settings (epochs, batch size,
+      shuffle, the stop rule, validation data, the data's sizes, the layers' configurations,
+      loss, optimizer, metrics, the callbacks that run everywhere) and the optimizers' states,
+      and refuse a difference on every process, naming it; then rank 0's seed, weights and
+      layer states are copied to the others (a model built with ``seed=None`` draws a
+      different one on each process), and given back if ``on_train_begin`` fails; after
       every epoch a checksum of the weights, the optimizer state and the layers' states
       is compared, and a difference raises RuntimeError on every process.
 
@@ -112,6 +120,8 @@ class DataParallel(Strategy):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._interrupted = False
         self._synchronized: list[BatchNormalization] = []
+        self._own_seed: int | None = None
+        self._snapshot: tuple[Any, list[np.ndarray], list[dict[str, np.ndarray]]] | None = None
 
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.rank}, size={self.size})"
@@ -133,12 +143,56 @@ class DataParallel(Strategy):
 
     # -- the hooks fit calls ------------------------------------------------------------
     def shared_seed(self, seed: int) -> int:
-        value = np.array([seed], dtype=np.int64)
-        self.comm.Bcast(value, root=0)
+        self._own_seed = seed  # given back if the fit is refused
+        return int(self.comm.bcast(seed, root=0))  # a Python int: seeds of any size
+
+    def agree(self, error: BaseException | None, settings: dict[str, str] | None = None) -> None:
+        gathered = self.comm.allgather((None if error is None else f"{type(error).__name__}: {error}", settings))
+        failed = [(rank, text) for rank, (text, _) in enumerate(gathered) if text is not None]
+        if failed:
+            self._undo()
+            if error is None:
+                rank, text = failed[0]
+                raise RuntimeError(f"fit's checks failed on rank {rank} of {self.size}: {text}")
+            return  # the caller raises its own error
+        for rank, (_, other) in enumerate(gathered):
+            mine, theirs = gathered[0][1] or {}, other or {}
+            for key in [*mine, *(k for k in theirs if k not in mine)]:  # in order: the same message everywhere
+                if mine.get(key) != theirs.get(key):
+                    raise ValueError(f"every process must call fit with the same settings and model: {key} is "
+                                     f"{mine.get(key)} on rank 0 and {theirs.get(key)} on rank {rank}")
+
+    def guarded(self, fn: Any, *args: Any) -> Any:
+        error, result = None, None
+        try:
+            result = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - every process must hear of it before it raises
+            error = exc
+        flag = np.array([error is not None], dtype=np.int64)
+        self._sum(flag)
+        if flag[0]:
+            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}", "fit failed")
+            raise error
+        return result
+
+    def total(self, n: int) -> int:
+        value = np.array([n], dtype=np.int64)
+        self._sum(value)
         return int(value[0])
 
-    def agree(self, error: BaseException | None) -> None:
-        self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}", "fit's checks failed")
+    def _undo(self) -> None:
+        """Give a refused fit's model back as it was: its own seed, weights and layer states."""
+        if self._snapshot is None:
+            return
+        model, weights, states = self._snapshot
+        self._snapshot = None
+        for p, value in zip(model.parameters(), weights):
+            p.value[...] = value
+        for layer, state in zip(model.layers, states):
+            if state:
+                layer.set_state(state)
+        if self._own_seed is not None:
+            model.seed = self._own_seed
 
     def callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         if self.rank == 0:
@@ -155,6 +209,13 @@ class DataParallel(Strategy):
             if other != layouts[0]:
                 raise ValueError(f"every process must train the same model on data of the same size: rank 0 has "
                                  f"{layouts[0]}; rank {rank} has {other}")
+        optimizer_sum = _checksum(_optimizer_arrays(model))
+        if len(set(self.comm.allgather(optimizer_sum))) > 1:
+            raise ValueError("the optimizers' states differ between processes (did one process train before?): "
+                             "give every process the same model and optimizer, or a fresh optimizer (compile)")
+        # what the broadcasts and forks below change, given back if on_train_begin fails somewhere
+        self._snapshot = (model, [p.value.copy() for p in params],
+                          [copy.deepcopy(layer.get_state()) for layer in model.layers])
         for p in params:  # rank 0's weights and states on every process
             self.comm.Bcast(p.value, root=0)
         for layer in model.layers:
@@ -163,10 +224,6 @@ class DataParallel(Strategy):
                 for value in state.values():
                     self.comm.Bcast(value, root=0)
                 layer.set_state(state)
-        optimizer_sum = _checksum(_optimizer_arrays(model))
-        if len(set(self.comm.allgather(optimizer_sum))) > 1:
-            raise ValueError("the optimizers' states differ between processes (did one process train before?): "
-                             "give every process the same model and optimizer, or a fresh optimizer (compile)")
         for layer in model.layers:
             if isinstance(layer, Dropout):
                 layer.fork_generator(self.rank)
@@ -176,6 +233,7 @@ class DataParallel(Strategy):
         self._interrupted = False
 
     def end(self, model: Any) -> None:
+        self._snapshot = None
         for layer in self._synchronized:
             layer.replica_sum = None
         self._synchronized = []
@@ -191,7 +249,8 @@ class DataParallel(Strategy):
             error, counts = exc, np.array([0, 1], dtype=np.int64)
         self._sum(counts)
         if counts[1]:
-            self._raise_if_any(None if error is None else str(error), "a batch could not be read")
+            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}",
+                               "a batch could not be read")
             raise error
         return xb, yb, int(counts[0])
 
@@ -226,19 +285,29 @@ class DataParallel(Strategy):
 
     def evaluate(self, model: Any, val: Any) -> dict[str, float]:
         n_figures = 1 + len(model.metrics)
-        totals = np.zeros(n_figures + 1)  # sample-weighted sums, then the sample count
-        if isinstance(val, tuple):
-            x, y, rows = val
-            rows = np.arange(x.shape[0]) if rows is None else rows
-            mine = rows[self.local_rows(rows.shape[0])]
-            if mine.shape[0]:
-                totals[:n_figures] = list(evaluate_arrays(model, x, y, mine).values())
-                totals[:n_figures] *= mine.shape[0]
-                totals[-1] = mine.shape[0]
-        else:
-            sums, seen = dataset_sums(model, val, "validation_data")
-            totals[:n_figures], totals[-1] = sums, seen
+        totals = np.zeros(n_figures + 2)  # sample-weighted sums, the sample count, then a failure flag
+        error = None
+        try:
+            if isinstance(val, tuple):
+                x, y, rows = val
+                rows = np.arange(x.shape[0]) if rows is None else rows
+                mine = rows[self.local_rows(rows.shape[0])]
+                if mine.shape[0]:
+                    totals[:n_figures] = list(evaluate_arrays(model, x, y, mine).values())
+                    totals[:n_figures] *= mine.shape[0]
+                    totals[-2] = mine.shape[0]
+            else:
+                sums, seen = dataset_sums(model, val, "validation_data")
+                totals[:n_figures], totals[-2] = sums, seen
+        except Exception as exc:  # noqa: BLE001 - every process must hear of it before it raises
+            error = exc
+            totals[:] = 0
+            totals[-1] = 1
         self._sum(totals)
+        if totals[-1]:
+            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}", "validation failed")
+            raise error
+        totals = totals[:-1]
         return {name: float(total / totals[-1]) for name, total in zip(metric_names(model), totals[:n_figures])}
 
     def end_epoch(self, model: Any, epoch: int) -> None:

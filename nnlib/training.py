@@ -122,11 +122,13 @@ class Strategy:
     them to split each batch over MPI processes.
 
     ``fit`` calls :meth:`shared_seed` first, :meth:`agree` once its checks have run (passed
-    or failed), :meth:`begin` after ``build``, :meth:`callbacks` on its callback list,
-    :meth:`agree` again after the callbacks' ``on_train_begin``, then
+    or failed, with the fit's settings), :meth:`begin` after ``build``, :meth:`callbacks` on
+    its callback list, :meth:`agree` again after the callbacks' ``on_train_begin``, then
     per epoch :meth:`local_rows` (array inputs) or :meth:`read_batch` (a dataset) and
     :meth:`train_step` for every batch, :meth:`evaluate` for the validation data and
     :meth:`end_epoch` after the callbacks; :meth:`end` last, once :meth:`begin` has run.
+    The callbacks' epoch and batch hooks, the validation and the dataset's ``on_epoch_end``
+    run inside :meth:`guarded`, so an error on one process reaches all of them.
     """
 
     #: this process's index and the number of processes
@@ -137,8 +139,18 @@ class Strategy:
         """The seed every process uses (fit's first call)."""
         return seed
 
-    def agree(self, error: BaseException | None) -> None:
-        """Called after fit's checks with the error they raised, or None; raises when any process failed."""
+    def agree(self, error: BaseException | None, settings: dict[str, str] | None = None) -> None:
+        """Called after fit's checks with the error they raised, or None and the fit's settings
+        (:meth:`_Plan.settings`), and after ``on_train_begin``; raises when any process failed or
+        the settings differ between processes."""
+
+    def guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; raises on every process when it raised on any."""
+        return fn(*args)
+
+    def total(self, n: int) -> int:
+        """The sum of ``n`` over the processes."""
+        return n
 
     def callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         """The callbacks this process runs."""
@@ -199,10 +211,11 @@ def fit(model: Any, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32
     try:
         plan = _Plan(model, x, y, epochs, batch_size, validation_data, validation_split, tol, patience, monitor,
                      callbacks, verbose, initial_epoch, seed)
+        settings = plan.settings(model, shuffle)
     except Exception as exc:
         strategy.agree(exc)
         raise
-    strategy.agree(None)
+    strategy.agree(None, settings)
     model.seed = seed  # every check has passed, on every process: rank 0's seed orders every epoch
     if not model.built:
         model.build(plan.x.shape[1:])
@@ -270,6 +283,35 @@ class _Plan:
         self.names = metric_names(model)
         self.logged = self.names + (["val_" + n for n in self.names] if self.val is not None else [])
         check_choice(monitor, "monitor", self.logged)
+        self.tol, self.patience, self.monitor = tol, patience, monitor
+
+    def settings(self, model: Any, shuffle: bool) -> dict[str, str]:
+        """What must be the same on every process of a data-parallel fit, as text: the loop's
+        arguments, the data's sizes, the model's layers (names aside), loss, optimizer and the
+        callbacks that run on every process."""
+        if self.val is None:
+            val = "none"
+        elif isinstance(self.val, tuple):
+            rows = self.val[0].shape[0] if self.val[2] is None else self.val[2].shape[0]
+            val = f"{rows} rows of arrays"
+        else:
+            val = "a dataset"  # each process's own: their lengths may differ
+        layers = [{k: v for k, v in layer.get_config().items() if k != "name"} | {"type": type(layer).__name__}
+                  for layer in model.layers]
+        return {
+            "epochs": repr(self.epochs), "initial_epoch": repr(self.initial_epoch),
+            "batch_size": repr(self.batch_size) if self.dataset is None else "the dataset's",
+            "shuffle": repr(bool(shuffle)), "stop rule (tol, patience, monitor)": repr((self.tol, self.patience,
+                                                                                      self.monitor)),
+            "batches an epoch": repr(self.steps),
+            "training rows": "per dataset" if self.dataset is not None else repr(self.train_idx.shape[0]),
+            "sample shape": repr(tuple(self.x.shape[1:])), "validation data": val, "logged figures": repr(self.logged),
+            "dtype": model.dtype.name, "layers": repr(layers),
+            "loss": repr((type(model.loss).__name__, model.loss.get_config())),
+            "optimizer": repr((type(model.optimizer).__name__, model.optimizer.get_config())),
+            "callbacks on every process": repr([type(cb).__name__ for cb in self.user_callbacks
+                                                if not getattr(cb, "rank_zero_only", False)]),
+        }
 
 
 def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
@@ -281,8 +323,9 @@ def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
     n_train = plan.train_idx.shape[0]
     callback_list = CallbackList(cbs, model, {
         "epochs": epochs, "initial_epoch": plan.initial_epoch, "steps": plan.steps,
-        "samples": n_train * plan.n_batches if dataset is not None else n_train,  # a dataset's: from its first batch
-        "verbose": plan.verbose, "metrics": plan.logged,
+        # a dataset's: estimated from its first batch (over every process) until the first epoch ends
+        "samples": strategy.total(n_train) * plan.n_batches if dataset is not None else n_train,
+        "verbose": plan.verbose, "metrics": plan.logged, "rank": strategy.rank,
     })
     batches = BatchIterator(plan.x, plan.y, plan.batch_size, model.dtype)
     first_batch: tuple[np.ndarray, np.ndarray] | None = (plan.x, plan.y)  # a dataset's batch 0, checked already
@@ -308,10 +351,12 @@ def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
         strategy.agree(exc)
         raise
     strategy.agree(None)
+    # batch hooks run where any process has one (the progress bar is rank 0's): all must join their guard
+    batch_hooks = strategy.total(int(bool(callback_list.batch_callbacks))) > 0
     logs: dict[str, float] = {}
     with _DeferredInterrupt() as interrupt, parallel_for(model):
         for epoch in range(plan.initial_epoch, epochs):
-            callback_list.on_epoch_begin(epoch)
+            strategy.guarded(callback_list.on_epoch_begin, epoch)
             order = plan.train_idx[epoch_rng(model.seed, epoch).permutation(n_train)] if shuffle else plan.train_idx
             sums = [0.0] * len(names)
             seen = 0
@@ -330,8 +375,8 @@ def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
                     break
                 sums = [total + size * f for total, f in zip(sums, figures)]
                 seen += size
-                if callback_list.batch_callbacks:
-                    callback_list.on_batch_end(step, {"size": size, **dict(zip(names, figures))})
+                if batch_hooks:
+                    strategy.guarded(callback_list.on_batch_end, step, {"size": size, **dict(zip(names, figures))})
                 if strategy.interrupted(interrupt):
                     model.stop_training = stopped_mid_epoch = True
                     model.stop_reason = (f"interrupted (Ctrl-C) in epoch {epoch + 1} after batch {step + 1}; "
@@ -343,11 +388,7 @@ def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
             logs = {name: total / seen for name, total in zip(names, sums)}
             if dataset is not None:
                 callback_list.params["samples"] = seen  # the epoch's true count (batches may differ in size)
-            if plan.val is not None:
-                logs.update({"val_" + k: v for k, v in strategy.evaluate(model, plan.val).items()})
-            if dataset is not None and callable(getattr(dataset, "on_epoch_end", None)):
-                dataset.on_epoch_end()  # Keras's hook: after the epoch's batches and validation
-            callback_list.on_epoch_end(epoch, logs)
+            strategy.guarded(_end_of_epoch, model, plan, strategy, callback_list, epoch, logs)
             strategy.end_epoch(model, epoch)
             if model.stop_training:
                 history.stopped_epoch = epoch
@@ -357,6 +398,16 @@ def _run(model: Any, plan: _Plan, shuffle: bool, strategy: Strategy) -> History:
     history.stop_reason = model.stop_reason
     callback_list.on_train_end(logs)
     return history
+
+
+def _end_of_epoch(model: Any, plan: _Plan, strategy: Strategy, callback_list: CallbackList, epoch: int,
+                  logs: dict[str, float]) -> None:
+    """Validation, the dataset's ``on_epoch_end`` and the callbacks' (which add to ``logs``)."""
+    if plan.val is not None:
+        logs.update({"val_" + k: v for k, v in strategy.evaluate(model, plan.val).items()})
+    if plan.dataset is not None and callable(getattr(plan.dataset, "on_epoch_end", None)):
+        plan.dataset.on_epoch_end()  # Keras's hook: after the epoch's batches and validation
+    callback_list.on_epoch_end(epoch, logs)
 
 
 def batch_figures(model: Any, loss: float, y: np.ndarray, out: np.ndarray) -> list[float]:

@@ -301,13 +301,134 @@ def different_sizes(strategy, rank, size, workdir):
     return {"error": None}
 
 
+def cnn_tiny_batches(strategy, rank, size, workdir):
+    """A convnet with Flatten on batches of 2 (the last of 1): with 3 processes a slice has no rows."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(9, 6, 6, 1))
+    y = (x[:, :3].mean(axis=(1, 2, 3)) > 0).astype(int)
+    model = nn.Sequential([nn.Conv2D(3, 3, input_shape=(6, 6, 1), activation="relu"), nn.MaxPooling2D(2),
+                           nn.Flatten(), nn.Dense(2)], seed=4, dtype="float64")
+    model.compile("adam", "softmax_cross_entropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=3, batch_size=2, tol=None, verbose=0, strategy=strategy)
+    return _result(model, history)
+
+
+def _mismatches(rank):
+    """(what differs, fit keyword changes, model changes) for the last process of a run."""
+    return [
+        ("epochs", {"epochs": 3}, None),
+        ("batch_size", {"batch_size": 8}, None),
+        ("shuffle", {"shuffle": False}, None),
+        ("stop rule", {"tol": 0.5}, None),
+        ("validation data", {"validation_split": 0.2}, None),
+        ("layers", {}, "activation"),
+        ("optimizer", {}, "lr"),
+        ("logged figures", {}, "metrics"),
+    ]
+
+
+def mismatched_settings(strategy, rank, size, workdir):
+    """One process calls fit with a different setting or model: every process refuses, and nothing changes."""
+    x, y = _classes(60)
+    errors = []
+    for what, changes, model_change in _mismatches(rank):
+        last = strategy is not None and rank == size - 1
+        layers = [nn.Dense(12, input_dim=6, activation="tanh" if last and model_change == "activation" else "relu"),
+                  nn.Dense(3)]
+        model = nn.Sequential(layers, seed=3, dtype="float64")
+        model.compile(nn.Adam(lr=0.01 if last and model_change == "lr" else 0.001), "softmax_cross_entropy",
+                      metrics=["accuracy"] if last and model_change == "metrics" else None)
+        before = model.get_weights()
+        kwargs = {"epochs": 2, "batch_size": 16, "tol": None, "verbose": 0, **(changes if last else {})}
+        try:
+            model.fit(x, y, strategy=strategy, **kwargs)
+            errors.append([what, None, None, True])
+        except ValueError as exc:
+            unchanged = all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+            errors.append([what, type(exc).__name__, str(exc), unchanged])
+    return {"mismatches": errors}
+
+
+class _FailOn(nn.Callback):
+    """Raises in one hook (epoch 2's on_epoch_begin/on_epoch_end, batch 3's on_batch_end) on one process."""
+
+    def __init__(self, hook, active):
+        super().__init__()
+        self.hook, self.active = hook, active
+
+    def _maybe(self, hook, index):
+        if self.active and hook == self.hook and index == (3 if hook == "on_batch_end" else 1):
+            raise OSError(f"disk full in {hook}")
+
+    def on_train_begin(self, logs=None):
+        self._maybe("on_train_begin", 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._maybe("on_epoch_begin", epoch)
+
+    def on_batch_end(self, batch, logs=None):
+        self._maybe("on_batch_end", batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe("on_epoch_end", epoch)
+
+
+class _BadValidation(_Shards):
+    """A validation dataset whose batch 1 cannot be read on one process."""
+
+    def __init__(self, *args, active):
+        super().__init__(*args)
+        self.active = active
+
+    def __getitem__(self, i):
+        if self.active and i == 1:
+            raise KeyError("missing file")
+        return super().__getitem__(i)
+
+
+def errors_on_one_rank(strategy, rank, size, workdir):
+    """An error on one process, in a callback hook, in validation or in on_train_begin, raises on every
+    process (no hang); a fit refused in on_train_begin leaves each process's own model as it was."""
+    x, y = _classes(64)
+    last = strategy is not None and rank == size - 1
+    outcomes = {}
+    for hook in ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "validation"):
+        model = _mlp(dropout=True, seed=None if strategy is not None else 3)
+        model.compile("adam", "softmax_cross_entropy")
+        model.build((6,))
+        before, seed = model.get_weights(), model.seed
+        rng_before = model.layers[1].get_state()["rng_state"].copy()
+        callbacks = [_FailOn(hook, last)] if hook != "validation" else []
+        val = _BadValidation(x[48:], y[48:], 4, rank, size, active=last) if hook == "validation" else None
+        try:
+            model.fit(x[:48], y[:48], epochs=3, batch_size=8, tol=None, verbose=0, strategy=strategy,
+                      callbacks=callbacks, validation_data=val)
+            outcomes[hook] = [None, None]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            outcomes[hook] = [type(exc).__name__, str(exc)]
+        if hook == "on_train_begin":
+            outcomes["restored"] = (all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+                                    and model.seed == seed
+                                    and np.array_equal(model.layers[1].get_state()["rng_state"], rng_before))
+    return {"outcomes": outcomes}
+
+
+def big_seed(strategy, rank, size, workdir):
+    """A seed beyond int64 is shared as it is."""
+    model = _mlp(seed=2**64 + 7)
+    model.compile("adam", "softmax_cross_entropy")
+    x, y = _classes(40)
+    history = model.fit(x, y, epochs=2, batch_size=16, tol=None, verbose=0, strategy=strategy)
+    return _result(model, history, seed=str(model.seed))
+
+
 def dropout(strategy, rank, size, workdir):
     """Dropout: each process draws its own masks; the replicas stay identical (checked every epoch)."""
     model = _mlp(dropout=True)
     model.compile("adam", "softmax_cross_entropy")
     x, y = _classes()
     history = model.fit(x, y, epochs=3, batch_size=16, tol=None, verbose=0, strategy=strategy)
-    return _result(model, history)
+    return _result(model, history, rng=model.layers[1].get_state()["rng_state"].tolist())
 
 
 def seed_none(strategy, rank, size, workdir):
@@ -343,7 +464,8 @@ def unsynchronized_batchnorm(strategy, rank, size, workdir):
 CASES = {f.__name__: f for f in (
     mlp_adam, stop_rule, batchnorm_small_batches, batchnorm_cnn, early_stopping, files_and_output, dataset_objects,
     memmap_shards, float32, nonfinite, terminate_on_nan, interrupt, stop_on_one_rank, drift, bad_labels_on_one_rank,
-    different_sizes, dropout, seed_none, unsynchronized_batchnorm)}
+    different_sizes, dropout, seed_none, unsynchronized_batchnorm, cnn_tiny_batches, mismatched_settings,
+    errors_on_one_rank, big_seed)}
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look: python tests/distributed_cases.py NAME

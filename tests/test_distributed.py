@@ -97,7 +97,7 @@ def assert_one_process(result: dict, reference: dict, rtol: float = 1e-8, atol: 
 
 @pytest.mark.parametrize("case", ["mlp_adam", "stop_rule", "batchnorm_small_batches", "batchnorm_cnn",
                                   "early_stopping", "dataset_objects", "memmap_shards", "terminate_on_nan",
-                                  "interrupt"])
+                                  "interrupt", "cnn_tiny_batches"])
 def test_equals_one_process_in_float64(run, case, tmp_path):
     results = run.ranks(case)
     assert_replicas(results)
@@ -196,13 +196,56 @@ def test_bad_input_on_one_process_raises_everywhere_and_changes_nothing(run):
 
 def test_processes_with_different_data_sizes_are_refused(run):
     for result in run.ranks("different_sizes"):
-        assert result["error"][0] == "ValueError" and "data of the same size" in result["error"][1]
+        assert result["error"][0] == "ValueError"
+        assert "training rows is 100 on rank 0 and 101 on rank 1" in result["error"][1]  # the first that differs
+
+
+def test_a_different_setting_or_model_on_one_process_is_refused_everywhere_before_anything_changes(run):
+    expected = [what for what, _, _ in cases._mismatches(0)]
+    for result in run.ranks("mismatched_settings"):
+        assert [m[0] for m in result["mismatches"]] == expected
+        for what, kind, message, unchanged in result["mismatches"]:
+            assert kind == "ValueError", (what, message)
+            assert "every process must call fit with the same settings and model" in message, message
+            assert f"on rank {run.size - 1}" in message and unchanged, (what, message)
+        keys = {what: message.split(": ", 1)[1].split(" is ")[0] for what, _, message, _ in result["mismatches"]}
+        assert keys["epochs"] == "epochs" and keys["shuffle"] == "shuffle" and keys["layers"] == "layers"
+        assert keys["optimizer"] == "optimizer" and keys["batch_size"] in ("batch_size", "batches an epoch")
+
+
+def test_an_error_on_one_process_raises_on_every_process_and_names_it(run):
+    bad = run.size - 1
+    for rank, result in enumerate(run.ranks("errors_on_one_rank")):
+        outcomes = result["outcomes"]
+        for hook in ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "validation"):
+            kind, message = outcomes[hook]
+            if rank == bad:
+                assert kind == ("ValueError" if hook == "validation" else "OSError"), (hook, kind, message)
+            else:
+                assert kind == "RuntimeError" and f"on rank {bad} of {run.size}" in message, (hook, message)
+                assert ("missing file" if hook == "validation" else f"disk full in {hook}") in message
+        assert outcomes["restored"], "a fit refused in on_train_begin left the model changed"
 
 
 def test_dropout_keeps_replicas_identical(run):
     results = run.ranks("dropout")
     assert_replicas(results)
     assert np.isfinite(results[0]["history"]["loss"]).all()
+    # ... while each process draws its own masks: the generators' positions differ
+    assert len({tuple(r["rng"]) for r in results}) == run.size
+
+
+def test_a_seed_beyond_int64_is_shared_as_it_is(run, tmp_path):
+    results = run.ranks("big_seed")
+    assert_replicas(results)
+    assert {r["seed"] for r in results} == {str(2**64 + 7)}
+    assert_one_process(results[0], one_process("big_seed", tmp_path))
+
+
+def test_importing_the_module_does_not_import_mpi4py():
+    code = "import sys, nnlib.distributed; assert 'mpi4py' not in sys.modules, 'mpi4py was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_seed_none_uses_rank_0s_seed_and_weights(run):

@@ -26,7 +26,8 @@ class Callback:
         Set by ``fit`` before ``on_train_begin``.
     params : dict
         ``epochs``, ``initial_epoch``, ``steps`` (batches per epoch), ``samples``,
-        ``verbose``, ``metrics`` (the names logged each epoch).
+        ``verbose``, ``metrics`` (the names logged each epoch), ``rank`` (this process's index
+        in a data-parallel fit; 0 otherwise: a callback that prints should print on rank 0 only).
     """
 
     #: True for a callback that only writes (files, progress output): in a data-parallel fit

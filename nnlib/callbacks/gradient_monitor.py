@@ -239,5 +239,5 @@ class GradientMonitor(Callback):
         where = names[0] if len(names) == 1 else f"{len(names)} layers ({', '.join(names)})"
         message = f"{headline} {where}: {worst}{why}; likely cure: {cure}"
         self.messages.append(message)
-        if self.warn:
+        if self.warn and self.params.get("rank", 0) == 0:  # one warning, not one per process
             warnings.warn(message, GradientHealthWarning, stacklevel=3)

@@ -249,7 +249,7 @@ class ReduceLROnPlateau(Callback):
                     new = max(old * self.factor, self.min_lr)
                     optimizer.lr = new
                     self.reductions.append((epoch, old, new))
-                    if self.verbose:
+                    if self.verbose and self.params.get("rank", 0) == 0:  # one line, not one per process
                         print(f"Epoch {epoch + 1}: ReduceLROnPlateau reduced the learning rate from {old:.4g} "
                               f"to {new:.4g} ({self.monitor} did not improve for {self.wait} epochs)")
                     self.cooldown_counter = self.cooldown

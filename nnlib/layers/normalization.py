@@ -95,6 +95,11 @@ class BatchNormalization(Layer):
     #   =>  dgamma = sum_n g x_hat,  dbeta = sum_n g,
     #       dx = gamma / sqrt(var + eps) * (g - mean_n g - x_hat * mean_n(g x_hat))   (training)
     #       dx = gamma / sqrt(moving_variance + eps) * g                               (inference)
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["replica_sum"] = None  # a strategy's bound method: a copy made during a fit trains on its own
+        return state
+
     def forward(self, x, training=False):
         if not self.built or self.gamma is None:
             raise RuntimeError(f"{self!r} is not built: call build(input_shape, rng) or use it in a model")
