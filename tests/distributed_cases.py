@@ -145,8 +145,24 @@ def dataset_objects(strategy, rank, size, workdir):
     model.compile("adam", "softmax_cross_entropy", metrics=["accuracy"])
     x, y = _classes(100)
     train, val = _Shards(x[:80], y[:80], 9, rank, size), _Shards(x[80:], y[80:], 7, rank, size)
-    history = model.fit(train, epochs=4, validation_data=val, tol=None, verbose=0, strategy=strategy)
-    return _result(model, history, epochs_ended=train.epochs_ended)
+    seen = _SamplesSeen()
+    history = model.fit(train, epochs=4, validation_data=val, tol=None, verbose=0, strategy=strategy,
+                        callbacks=[seen])
+    return _result(model, history, epochs_ended=train.epochs_ended, samples=seen.samples)
+
+
+class _SamplesSeen(nn.Callback):
+    """params["samples"] as callbacks see it: at the start (estimated from batch 0), then after each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.samples = []
+
+    def on_train_begin(self, logs=None):
+        self.samples.append(self.params["samples"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.samples.append(self.params["samples"])
 
 
 def memmap_shards(strategy, rank, size, workdir):

@@ -114,7 +114,7 @@ def test_the_stop_rule_fires_early_on_the_same_epoch(run, tmp_path):
     assert reference["stop_reason"].startswith("converged: loss improved by less than tol=0.01")
 
 
-def test_early_stopping_stops_and_restores_on_every_process(run, tmp_path):
+def test_early_stopping_stops_on_the_same_epoch_on_every_process(run, tmp_path):
     reference = one_process("early_stopping", tmp_path)
     assert reference["stopped_epoch"] is not None and reference["stopped_epoch"] < 39
     assert [r["stopped_epoch"] for r in run.ranks("early_stopping")] == [reference["stopped_epoch"]] * run.size
@@ -130,6 +130,12 @@ def test_float32_agrees_to_rounding(run, tmp_path):
 
 def test_the_datasets_on_epoch_end_runs_once_per_epoch_on_every_process(run):
     assert [r["epochs_ended"] for r in run.ranks("dataset_objects")] == [4] * run.size
+
+
+def test_callbacks_see_the_whole_batchs_sample_counts_with_datasets(run, tmp_path):
+    reference = one_process("dataset_objects", tmp_path)["samples"]
+    assert reference == [81, 80, 80, 80, 80]  # 9 batches of 9 rows estimated from batch 0, then the 80 seen
+    assert [r["samples"] for r in run.ranks("dataset_objects")] == [reference] * run.size
 
 
 def test_only_rank_0_writes_files_and_prints(run, tmp_path):

@@ -188,10 +188,12 @@ def test_batchnorm_on_images_normalizes_each_channel_over_n_h_w(rng):
 
 
 class _ThreadReplicas:
-    """``replica_sum`` for layers on threads, one per replica: sums in place, the same order everywhere."""
+    """``replica_sum`` for layers on threads, one per replica: sums in place, the same order everywhere.
+
+    A replica that never reaches the barrier breaks it after 60 s (BrokenBarrierError), rather than hang."""
 
     def __init__(self, count: int) -> None:
-        self.barrier, self.slots = threading.Barrier(count), [None] * count
+        self.barrier, self.slots = threading.Barrier(count, timeout=60), [None] * count
 
     def summer(self, rank: int):
         def replica_sum(values: np.ndarray) -> None:
