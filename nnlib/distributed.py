@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import zlib
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -131,15 +131,14 @@ class DataParallel(Strategy):
         """Sum ``values`` (a contiguous array) over the processes, in place."""
         self.comm.Allreduce(self._mpi.IN_PLACE, values, op=self._mpi.SUM)
 
-    def _raise_if_any(self, message: str | None, what: str) -> None:
-        """Gather one message (or None) per process; RuntimeError on every process when there is one.
-
-        A process that had its own error raises it after this returns."""
-        messages = self.comm.allgather(message)
-        failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
-        if failed and message is None:
-            rank, text = failed[0]
-            raise RuntimeError(f"{what} on rank {rank} of {self.size}: {text}")
+    def _fail_everywhere(self, error: BaseException | None, what: str) -> NoReturn:
+        """Once the processes know that one of them failed: a process raises its own ``error``,
+        the others a RuntimeError naming the first that failed and its error."""
+        failed = [(rank, text) for rank, text in enumerate(self.comm.allgather(_describe(error))) if text is not None]
+        if error is not None:
+            raise error
+        rank, text = failed[0]
+        raise RuntimeError(f"{what} on rank {rank} of {self.size}: {text}")
 
     # -- the hooks fit calls ------------------------------------------------------------
     def shared_seed(self, seed: int) -> int:
@@ -147,7 +146,7 @@ class DataParallel(Strategy):
         return int(self.comm.bcast(seed, root=0))  # a Python int: seeds of any size
 
     def agree(self, error: BaseException | None, settings: dict[str, str] | None = None) -> None:
-        gathered = self.comm.allgather((None if error is None else f"{type(error).__name__}: {error}", settings))
+        gathered = self.comm.allgather((_describe(error), settings))
         failed = [(rank, text) for rank, (text, _) in enumerate(gathered) if text is not None]
         if failed:
             self._undo()
@@ -155,8 +154,9 @@ class DataParallel(Strategy):
                 rank, text = failed[0]
                 raise RuntimeError(f"fit's checks failed on rank {rank} of {self.size}: {text}")
             return  # the caller raises its own error
+        mine = gathered[0][1] or {}  # rank 0's settings, to which every process's are compared
         for rank, (_, other) in enumerate(gathered):
-            mine, theirs = gathered[0][1] or {}, other or {}
+            theirs = other or {}
             for key in [*mine, *(k for k in theirs if k not in mine)]:  # in order: the same message everywhere
                 if mine.get(key) != theirs.get(key):
                     raise ValueError(f"every process must call fit with the same settings and model: {key} is "
@@ -171,8 +171,7 @@ class DataParallel(Strategy):
         flag = np.array([error is not None], dtype=np.int64)
         self._sum(flag)
         if flag[0]:
-            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}", "fit failed")
-            raise error
+            self._fail_everywhere(error, "fit failed")
         return result
 
     def total(self, n: int) -> int:
@@ -249,9 +248,7 @@ class DataParallel(Strategy):
             error, counts = exc, np.array([0, 1], dtype=np.int64)
         self._sum(counts)
         if counts[1]:
-            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}",
-                               "a batch could not be read")
-            raise error
+            self._fail_everywhere(error, "a batch could not be read")
         return xb, yb, int(counts[0])
 
     def train_step(self, model: Any, xb: np.ndarray, yb: np.ndarray, size: int, interrupt: Any) -> list[float]:
@@ -305,8 +302,7 @@ class DataParallel(Strategy):
             totals[-1] = 1
         self._sum(totals)
         if totals[-1]:
-            self._raise_if_any(None if error is None else f"{type(error).__name__}: {error}", "validation failed")
-            raise error
+            self._fail_everywhere(error, "validation failed")
         totals = totals[:-1]
         return {name: float(total / totals[-1]) for name, total in zip(metric_names(model), totals[:n_figures])}
 
@@ -325,6 +321,10 @@ class DataParallel(Strategy):
             rank, why = stops[0]
             model.stop_training = True
             model.stop_reason = f"{why or 'stopped'} (on rank {rank})"
+
+
+def _describe(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
 
 
 def _optimizer_arrays(model: Any) -> list[np.ndarray]:
