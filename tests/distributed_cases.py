@@ -329,7 +329,7 @@ def cnn_tiny_batches(strategy, rank, size, workdir):
     return _result(model, history)
 
 
-def _mismatches(rank):
+def _mismatches():
     """(what differs, fit keyword changes, model changes) for the last process of a run."""
     return [
         ("epochs", {"epochs": 3}, None),
@@ -347,7 +347,7 @@ def mismatched_settings(strategy, rank, size, workdir):
     """One process calls fit with a different setting or model: every process refuses, and nothing changes."""
     x, y = _classes(60)
     errors = []
-    for what, changes, model_change in _mismatches(rank):
+    for what, changes, model_change in _mismatches():
         last = strategy is not None and rank == size - 1
         layers = [nn.Dense(12, input_dim=6, activation="tanh" if last and model_change == "activation" else "relu"),
                   nn.Dense(3)]

@@ -207,7 +207,7 @@ def test_processes_with_different_data_sizes_are_refused(run):
 
 
 def test_a_different_setting_or_model_on_one_process_is_refused_everywhere_before_anything_changes(run):
-    expected = [what for what, _, _ in cases._mismatches(0)]
+    expected = [what for what, _, _ in cases._mismatches()]
     for result in run.ranks("mismatched_settings"):
         assert [m[0] for m in result["mismatches"]] == expected
         for what, kind, message, unchanged in result["mismatches"]:
